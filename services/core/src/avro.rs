@@ -1,0 +1,140 @@
+//! Avro decoding with a pinned reader schema. Writer schemas are registered by their registry id
+//! (fetched by the runtime from a Confluent-compatible registry or from files); every datum is
+//! decoded with its writer schema and resolved to the reader schema the service was built with,
+//! so a writer that added an optional field (with a default) still decodes.
+//!
+//! One `GenericDatumReader` is cached per schema id: building it resolves the schemas, which is
+//! the expensive part (see PERF.md §3).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::{Schema, types::Value};
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+use crate::wire::{self, WireError};
+
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("unknown schema id {0}")]
+    UnknownSchemaId(u32),
+    #[error("schema id {id}: writer schema cannot be resolved to the reader schema: {message}")]
+    Incompatible { id: u32, message: String },
+    #[error("schema id {id}: Avro datum does not decode: {message}")]
+    Datum { id: u32, message: String },
+    #[error("schema id {id}: decoded record does not map to the event type: {message}")]
+    Mapping { id: u32, message: String },
+}
+
+impl DecodeError {
+    /// Stable rule name for the DLQ and metrics.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            DecodeError::Wire(WireError::ShortBuffer(_)) => "wire_short_buffer",
+            DecodeError::Wire(WireError::BadMagic(_)) => "wire_bad_magic",
+            DecodeError::UnknownSchemaId(_) => "unknown_schema_id",
+            DecodeError::Incompatible { .. } => "schema_incompatible",
+            DecodeError::Datum { .. } => "avro_datum",
+            DecodeError::Mapping { .. } => "avro_mapping",
+        }
+    }
+}
+
+struct Entry {
+    reader: GenericDatumReader<'static>,
+}
+
+/// Decodes Confluent-framed Avro into `T` through a pinned reader schema.
+pub struct Decoder {
+    reader_schema: &'static Schema,
+    entries: HashMap<u32, Arc<Entry>>,
+}
+
+impl Decoder {
+    pub fn new(reader_schema_json: &str) -> Result<Self, apache_avro::Error> {
+        let schema = Schema::parse_str(reader_schema_json)?;
+        Ok(Self {
+            // Schemas live as long as the process: a handful per service.
+            reader_schema: Box::leak(Box::new(schema)),
+            entries: HashMap::new(),
+        })
+    }
+
+    pub fn reader_schema(&self) -> &Schema {
+        self.reader_schema
+    }
+
+    pub fn knows(&self, id: u32) -> bool {
+        self.entries.contains_key(&id)
+    }
+
+    /// Registers the writer schema for `id`. Fails if it does not parse or cannot be resolved
+    /// against the reader schema.
+    pub fn register(&mut self, id: u32, writer_schema_json: &str) -> Result<(), DecodeError> {
+        let incompatible = |e: apache_avro::Error| DecodeError::Incompatible {
+            id,
+            message: e.to_string(),
+        };
+        let writer = Schema::parse_str(writer_schema_json).map_err(incompatible)?;
+        let writer: &'static Schema = Box::leak(Box::new(writer));
+        let reader = GenericDatumReader::builder(writer)
+            .reader_schema(self.reader_schema)
+            .build()
+            .map_err(incompatible)?;
+        self.entries.insert(id, Arc::new(Entry { reader }));
+        Ok(())
+    }
+
+    /// Reads the schema id from the Confluent header without decoding.
+    pub fn schema_id(buf: &[u8]) -> Result<u32, WireError> {
+        wire::parse(buf).map(|(id, _)| id)
+    }
+
+    pub fn decode_value(&self, buf: &[u8]) -> Result<(u32, Value), DecodeError> {
+        let (id, mut payload) = wire::parse(buf)?;
+        let entry = self
+            .entries
+            .get(&id)
+            .ok_or(DecodeError::UnknownSchemaId(id))?;
+        let value = entry
+            .reader
+            .read_value(&mut payload)
+            .map_err(|e| DecodeError::Datum {
+                id,
+                message: e.to_string(),
+            })?;
+        if !payload.is_empty() {
+            return Err(DecodeError::Datum {
+                id,
+                message: format!("{} trailing bytes after the datum", payload.len()),
+            });
+        }
+        Ok((id, value))
+    }
+
+    pub fn decode<T: DeserializeOwned>(&self, buf: &[u8]) -> Result<T, DecodeError> {
+        let (id, value) = self.decode_value(buf)?;
+        apache_avro::from_value::<T>(&value).map_err(|e| DecodeError::Mapping {
+            id,
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Encodes a serde value with `schema` and frames it (used by publishers and tests).
+pub fn encode<T: serde::Serialize>(
+    schema: &Schema,
+    schema_id: u32,
+    value: &T,
+) -> Result<Vec<u8>, apache_avro::Error> {
+    let v = apache_avro::to_value(value)?.resolve(schema)?;
+    let datum = GenericDatumWriter::builder(schema)
+        .build()?
+        .write_value_to_vec(v)?;
+    Ok(wire::frame(schema_id, &datum))
+}

@@ -1,0 +1,47 @@
+//! Pure core of umkm-pulse. Everything here is deterministic and testable without a broker or a
+//! database: the Confluent wire format, Avro decoding with a pinned reader schema, the QRIS
+//! validation rules and normaliser, reference data (regions, MCC → sector), the dedup keys,
+//! the batching policy, ClickHouse error classification and migration rendering.
+
+pub mod amount;
+pub mod avro;
+pub mod batch;
+pub mod chclass;
+pub mod dedup;
+pub mod migrations;
+pub mod pii;
+pub mod reference;
+pub mod time;
+pub mod wire;
+
+/// One reason a record was rejected. `rule` is a stable machine-readable name (used in the DLQ
+/// header `dlq.rule` and in metrics), `message` is for humans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub rule: &'static str,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(rule: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            rule,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.rule, self.message)
+    }
+}
+
+/// Joins several rejection reasons into one line for the DLQ `dlq.reason` header.
+pub fn join_reasons(reasons: &[Invalid]) -> String {
+    reasons
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}

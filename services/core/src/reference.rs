@@ -1,0 +1,197 @@
+//! Reference data shipped with the project (`schemas/reference/`): Kemendagri region codes
+//! (all 38 provinces; Banten's kab/kota and kecamatan, Kepmendagri 300.2.2-2138/2025) and the
+//! MCC → sector mapping (v1). The same files are loaded into ClickHouse by the migrations.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::Invalid;
+
+pub const BANTEN_CSV: &str = include_str!("../../../schemas/reference/kemendagri_banten_2025.csv");
+pub const PROVINCES_CSV: &str =
+    include_str!("../../../schemas/reference/kemendagri_provinces_2025.csv");
+pub const MCC_SECTOR_CSV: &str = include_str!("../../../schemas/reference/mcc_sector_v1.csv");
+pub const REGIONS_VERSION: &str = "kepmendagri-300.2.2-2138-2025";
+pub const MCC_SECTOR_VERSION: &str = "mcc-sector-v1";
+pub const BANTEN: &str = "36";
+pub const UNKNOWN_SECTOR: &str = "unknown";
+
+/// A region code checked against the reference and split into its levels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    /// As given, normalised to dotted form: `36.04` or `36.04.19`.
+    pub code: String,
+    pub province: String,
+    /// `PP.KK`, empty when only a province was given (never for Banten, see `check_region`).
+    pub kab_kota: String,
+    /// `PP.KK.CC`, empty when the code is at kab/kota level.
+    pub kecamatan: String,
+    /// False for codes outside Banten, which are checked at province level only.
+    pub in_reference: bool,
+}
+
+struct Regions {
+    provinces: HashMap<String, String>,
+    banten: HashMap<String, (String, String)>, // code -> (name, level)
+}
+
+fn regions() -> &'static Regions {
+    static R: OnceLock<Regions> = OnceLock::new();
+    R.get_or_init(|| {
+        let provinces = PROVINCES_CSV
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(','))
+            .map(|(k, n)| (k.to_string(), n.to_string()))
+            .collect();
+        let banten = BANTEN_CSV
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut it = l.split(',');
+                Some((
+                    it.next()?.to_string(),
+                    (it.next()?.to_string(), it.next()?.to_string()),
+                ))
+            })
+            .collect();
+        Regions { provinces, banten }
+    })
+}
+
+/// Name and level (`provinsi`, `kab_kota`, `kecamatan`) of a Banten code.
+pub fn banten_region(code: &str) -> Option<(&'static str, &'static str)> {
+    regions()
+        .banten
+        .get(code)
+        .map(|(n, l)| (n.as_str(), l.as_str()))
+}
+
+pub fn banten_codes() -> impl Iterator<Item = &'static str> {
+    regions().banten.keys().map(String::as_str)
+}
+
+/// Accepts `PP.KK`, `PP.KK.CC`, or the same without dots (`PPKK`, `PPKKCC`).
+/// Banten (36) codes must be in the shipped list; other provinces are checked at province level
+/// only (the project ships Banten's kab/kota and kecamatan, not the whole country's).
+pub fn check_region(raw: &str) -> Result<Region, Invalid> {
+    let s = raw.trim();
+    let digits: String = s.chars().filter(|c| *c != '.').collect();
+    let well_formed = digits.bytes().all(|b| b.is_ascii_digit())
+        && matches!(digits.len(), 4 | 6)
+        && (s.len() == digits.len() || s.len() == digits.len() + digits.len() / 2 - 1);
+    if !well_formed {
+        return Err(Invalid::new(
+            "region_format",
+            format!(
+                "region_code {raw:?} is not a Kemendagri kab/kota (PP.KK) or kecamatan (PP.KK.CC) code"
+            ),
+        ));
+    }
+    let province = digits[0..2].to_string();
+    let kab_kota = format!("{}.{}", &digits[0..2], &digits[2..4]);
+    let kecamatan = if digits.len() == 6 {
+        format!("{kab_kota}.{}", &digits[4..6])
+    } else {
+        String::new()
+    };
+    let code = if kecamatan.is_empty() {
+        kab_kota.clone()
+    } else {
+        kecamatan.clone()
+    };
+    let r = regions();
+    if !r.provinces.contains_key(&province) {
+        return Err(Invalid::new(
+            "region_unknown",
+            format!("region_code {raw:?}: province {province} is not a Kemendagri province"),
+        ));
+    }
+    let in_reference = province == BANTEN;
+    if in_reference && !r.banten.contains_key(&code) {
+        return Err(Invalid::new(
+            "region_unknown",
+            format!(
+                "region_code {raw:?}: {code} is not a Banten kab/kota or kecamatan in {REGIONS_VERSION}"
+            ),
+        ));
+    }
+    Ok(Region {
+        code,
+        province,
+        kab_kota,
+        kecamatan,
+        in_reference,
+    })
+}
+
+fn mcc_map() -> &'static HashMap<String, String> {
+    static M: OnceLock<HashMap<String, String>> = OnceLock::new();
+    M.get_or_init(|| {
+        MCC_SECTOR_CSV
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut it = l.split(',');
+                Some((it.next()?.to_string(), it.next()?.to_string()))
+            })
+            .collect()
+    })
+}
+
+/// Sector of an MCC per `mcc_sector_v1.csv`; `unknown` when the MCC is not mapped.
+pub fn sector_for_mcc(mcc: &str) -> &'static str {
+    mcc_map()
+        .get(mcc)
+        .map(String::as_str)
+        .unwrap_or(UNKNOWN_SECTOR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banten_reference_is_complete() {
+        let kab = banten_codes().filter(|c| c.len() == 5).count();
+        let kec = banten_codes().filter(|c| c.len() == 8).count();
+        assert_eq!((kab, kec), (8, 155));
+        assert_eq!(banten_region("36.04.19"), Some(("Petir", "kecamatan")));
+    }
+
+    #[test]
+    fn region_codes() {
+        let r = check_region("36.04.19").unwrap();
+        assert_eq!(
+            (
+                r.province.as_str(),
+                r.kab_kota.as_str(),
+                r.kecamatan.as_str()
+            ),
+            ("36", "36.04", "36.04.19")
+        );
+        assert!(r.in_reference);
+        assert_eq!(check_region("360419").unwrap().code, "36.04.19");
+        assert_eq!(check_region("3674").unwrap().code, "36.74");
+        assert_eq!(check_region("36.74").unwrap().kecamatan, "");
+        let jakarta = check_region("31.71").unwrap();
+        assert!(!jakarta.in_reference);
+        assert_eq!(check_region("36.09").unwrap_err().rule, "region_unknown");
+        assert_eq!(check_region("36.04.99").unwrap_err().rule, "region_unknown");
+        assert_eq!(check_region("99.01").unwrap_err().rule, "region_unknown");
+        for bad in ["36", "36.4.19", "3604.19", "ab.cd", "", "36.04.19.1001"] {
+            assert_eq!(
+                check_region(bad).unwrap_err().rule,
+                "region_format",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn sectors() {
+        assert_eq!(sector_for_mcc("5812"), "food_beverage");
+        assert_eq!(sector_for_mcc("5948"), "fashion");
+        assert_eq!(sector_for_mcc("0000"), UNKNOWN_SECTOR);
+    }
+}

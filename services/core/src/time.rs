@@ -1,0 +1,98 @@
+//! Event time: UTC instant plus the WIB (UTC+7, Asia/Jakarta, no DST) calendar date that Banten
+//! reports by.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+
+use crate::Invalid;
+
+pub const WIB_OFFSET_SECS: i64 = 7 * 3600;
+
+/// QRIS launched on 17 Aug 2019: an earlier payment time is a publisher bug.
+pub fn earliest_valid_ms() -> i64 {
+    1_565_974_800_000 // 2019-08-17T00:00:00+07:00
+}
+
+/// How far in the future an event time may be (publisher clock skew).
+pub const MAX_FUTURE_SKEW_MS: i64 = 10 * 60 * 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTime {
+    pub utc_ms: i64,
+}
+
+impl EventTime {
+    pub fn check(utc_ms: i64, now_ms: i64) -> Result<EventTime, Invalid> {
+        if utc_ms < earliest_valid_ms() {
+            return Err(Invalid::new(
+                "event_time_range",
+                format!("event_time {utc_ms} ms is before QRIS launch (2019-08-17 WIB)"),
+            ));
+        }
+        if utc_ms > now_ms + MAX_FUTURE_SKEW_MS {
+            return Err(Invalid::new(
+                "event_time_range",
+                format!(
+                    "event_time {utc_ms} ms is more than 10 minutes in the future (now {now_ms} ms)"
+                ),
+            ));
+        }
+        Ok(EventTime { utc_ms })
+    }
+
+    pub fn utc_secs(self) -> u32 {
+        // Checked range (2019..now) fits u32 seconds until 2106.
+        u32::try_from(self.utc_ms.div_euclid(1000)).unwrap_or(u32::MAX)
+    }
+
+    /// The WIB calendar date.
+    pub fn wib_date(self) -> NaiveDate {
+        let wib = DateTime::<Utc>::from_timestamp_millis(self.utc_ms).unwrap_or_default()
+            + Duration::seconds(WIB_OFFSET_SECS);
+        wib.date_naive()
+    }
+}
+
+/// Days since 1970-01-01, ClickHouse's `Date` representation.
+pub fn days_since_epoch(d: NaiveDate) -> u16 {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    u16::try_from((d - epoch).num_days()).unwrap_or(0)
+}
+
+pub fn yyyymm(d: NaiveDate) -> u32 {
+    d.year() as u32 * 100 + d.month()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wib_date_rolls_at_17_utc() {
+        // 2025-06-01T16:59:59.999Z = 23:59:59.999 WIB on 1 June
+        let t = EventTime {
+            utc_ms: 1_748_797_199_999,
+        };
+        assert_eq!(t.wib_date(), NaiveDate::from_ymd_opt(2025, 6, 1).unwrap());
+        // 17:00Z = 00:00 WIB on 2 June
+        let t = EventTime {
+            utc_ms: 1_748_797_200_000,
+        };
+        assert_eq!(t.wib_date(), NaiveDate::from_ymd_opt(2025, 6, 2).unwrap());
+        assert_eq!(t.utc_secs(), 1_748_797_200);
+        assert_eq!(days_since_epoch(t.wib_date()), 20_241);
+    }
+
+    #[test]
+    fn range() {
+        let now = 1_800_000_000_000;
+        assert!(EventTime::check(earliest_valid_ms() - 1, now).is_err());
+        assert!(EventTime::check(earliest_valid_ms(), now).is_ok());
+        assert!(EventTime::check(now + MAX_FUTURE_SKEW_MS, now).is_ok());
+        assert_eq!(
+            EventTime::check(now + MAX_FUTURE_SKEW_MS + 1, now)
+                .unwrap_err()
+                .rule,
+            "event_time_range"
+        );
+    }
+}
