@@ -62,6 +62,14 @@ pub fn yyyymm(d: NaiveDate) -> u32 {
     d.year() as u32 * 100 + d.month()
 }
 
+/// `YYYY-MM-DD` of a ClickHouse `Date` (days since 1970-01-01).
+pub fn date_string(days: u16) -> String {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    (epoch + Duration::days(i64::from(days)))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,367 @@
+//! QRIS payments: the `payments.qris.v1` contract, its validation and normalisation rules and
+//! the `qris_payments` row. The shared runtime does the rest.
+//!
+//! Deduplication (README "Deduplication"): one row per payment and status. The payment is
+//! identified by (NMID, RRN, amount in sen, WIB date of the event): the issuer's and the
+//! acquirer's report of one payment, and any redelivery, share it. Within one batch the
+//! acquirer's report wins (it owns the merchant data: region, MCC, criteria); across batches
+//! the first report to land wins and later ones are counted as duplicates.
+
+use serde::{Deserialize, Serialize};
+use umkm_core::Invalid;
+use umkm_core::amount;
+use umkm_core::dedup::Key;
+use umkm_core::pii::PiiHasher;
+use umkm_core::reference;
+use umkm_core::time::{EventTime, days_since_epoch};
+use umkm_runtime::config::Validated;
+use umkm_runtime::family::{Family, MessageMeta, Processed};
+
+pub const READER_SCHEMA: &str = include_str!("../../../schemas/avro/qris_payment.avsc");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProviderRole {
+    Issuer,
+    Acquirer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MerchantCriteria {
+    UMI,
+    UKE,
+    UME,
+    UBE,
+    URE,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum QrMode {
+    MpmStatic,
+    MpmDynamic,
+    Cpm,
+    Ttm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentStatus {
+    Success,
+    Refunded,
+    Cancelled,
+    Failed,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Success => "success",
+            PaymentStatus::Refunded => "refunded",
+            PaymentStatus::Cancelled => "cancelled",
+            PaymentStatus::Failed => "failed",
+        }
+    }
+}
+
+/// `schemas/avro/qris_payment.avsc` v1, field for field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QrisPayment {
+    pub event_id: String,
+    pub provider_id: String,
+    pub provider_role: ProviderRole,
+    pub rrn: String,
+    pub issuer_reference: Option<String>,
+    pub acquirer_reference: Option<String>,
+    pub partner_reference: Option<String>,
+    pub issuer_id: Option<String>,
+    pub acquirer_id: Option<String>,
+    pub nmid: String,
+    pub merchant_pan: Option<String>,
+    pub mcc: String,
+    pub merchant_criteria: MerchantCriteria,
+    pub merchant_name: String,
+    pub merchant_city: Option<String>,
+    pub merchant_postal_code: Option<String>,
+    pub region_code: String,
+    pub qr_mode: QrMode,
+    pub amount: String,
+    pub currency: String,
+    pub status: PaymentStatus,
+    pub event_time: i64,
+    pub payer_id: Option<String>,
+}
+
+/// One row of `qris_payments` (schemas/clickhouse/0001_qris_payments.sql), column for column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row)]
+pub struct QrisRow {
+    pub dedup_key: String,
+    pub payment_key: String,
+    pub event_id: String,
+    pub provider_id: String,
+    pub provider_role: String,
+    pub rrn: String,
+    pub issuer_reference: String,
+    pub acquirer_reference: String,
+    pub partner_reference: String,
+    pub issuer_id: String,
+    pub acquirer_id: String,
+    pub nmid: String,
+    pub merchant_pan: String,
+    pub mcc: String,
+    pub sector: String,
+    pub merchant_criteria: String,
+    pub merchant_name: String,
+    pub merchant_city: String,
+    pub merchant_postal_code: String,
+    pub region_code: String,
+    pub province_code: String,
+    pub kab_kota_code: String,
+    pub kecamatan_code: String,
+    pub qr_mode: String,
+    pub amount_idr: i64,
+    pub amount_minor: u8,
+    pub currency: String,
+    pub status: String,
+    pub event_time: u32,
+    pub event_time_ms: i64,
+    pub event_date: u16,
+    pub payer_hash: String,
+    pub schema_id: u32,
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub ingested_at: u32,
+}
+
+/// Payment identity (without status) and dedup key (with status).
+pub fn keys(nmid: &str, rrn: &str, amount_sen: i64, wib_date: &str, status: &str) -> (Key, Key) {
+    let amount = amount_sen.to_string();
+    let payment = Key::of("qris-payment-v1", &[nmid, rrn, &amount, wib_date]);
+    let dedup = Key::of("qris-v1", &[nmid, rrn, &amount, wib_date, status]);
+    (payment, dedup)
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn opt(s: &Option<String>) -> String {
+    s.as_deref().map(str::trim).unwrap_or("").to_string()
+}
+
+pub struct Qris {
+    hasher: PiiHasher,
+}
+
+impl Qris {
+    pub fn new(hasher: PiiHasher) -> Self {
+        Self { hasher }
+    }
+
+    /// Every validation rule; returns all that fail.
+    pub fn validate(&self, e: &QrisPayment, meta: &MessageMeta<'_>) -> Vec<Invalid> {
+        let mut bad = Vec::new();
+        if e.event_id.trim().is_empty() || e.event_id.len() > 128 {
+            bad.push(Invalid::new(
+                "event_id",
+                "event_id must be 1-128 characters",
+            ));
+        }
+        if e.provider_id.trim().is_empty() {
+            bad.push(Invalid::new("provider_id", "provider_id is empty"));
+        }
+        if e.rrn.len() != 12 || !e.rrn.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            bad.push(Invalid::new(
+                "rrn_format",
+                format!("rrn {:?} is not 12 alphanumeric characters", e.rrn),
+            ));
+        }
+        let nmid_ok = e.nmid.len() == 15 && e.nmid.starts_with("ID") && all_digits(&e.nmid[2..]);
+        if !nmid_ok {
+            bad.push(Invalid::new(
+                "nmid_format",
+                format!("nmid {:?} is not 'ID' followed by 13 digits", e.nmid),
+            ));
+        }
+        match meta.key {
+            Some(k) if k == e.nmid.as_bytes() => {}
+            Some(k) => bad.push(Invalid::new(
+                "key_mismatch",
+                format!(
+                    "message key {:?} is not the nmid {:?} (all reports of a merchant must share a partition)",
+                    String::from_utf8_lossy(k),
+                    e.nmid
+                ),
+            )),
+            None => bad.push(Invalid::new(
+                "key_missing",
+                "message has no key; the key must be the nmid",
+            )),
+        }
+        if let Some(pan) = &e.merchant_pan
+            && !(all_digits(pan) && (16..=19).contains(&pan.len()) && pan.starts_with("9360"))
+        {
+            bad.push(Invalid::new(
+                "merchant_pan_format",
+                "merchant_pan is not 16-19 digits starting with 9360",
+            ));
+        }
+        for (name, v) in [("issuer_id", &e.issuer_id), ("acquirer_id", &e.acquirer_id)] {
+            if let Some(v) = v
+                && !(v.len() == 8 && all_digits(v))
+            {
+                bad.push(Invalid::new(
+                    "nns_format",
+                    format!("{name} {v:?} is not an 8-digit NNS"),
+                ));
+            }
+        }
+        if !(e.mcc.len() == 4 && all_digits(&e.mcc)) {
+            bad.push(Invalid::new(
+                "mcc_format",
+                format!("mcc {:?} is not 4 digits", e.mcc),
+            ));
+        }
+        if e.merchant_name.trim().is_empty() {
+            bad.push(Invalid::new("merchant_name", "merchant_name is empty"));
+        }
+        if let Some(pc) = &e.merchant_postal_code
+            && !(pc.len() == 5 && all_digits(pc))
+        {
+            bad.push(Invalid::new(
+                "postal_code_format",
+                format!("merchant_postal_code {pc:?} is not 5 digits"),
+            ));
+        }
+        if let Err(i) = reference::check_region(&e.region_code) {
+            bad.push(i);
+        }
+        if let Err(i) = amount::parse_idr(&e.amount) {
+            bad.push(i);
+        }
+        if !matches!(e.currency.trim(), "IDR" | "360") {
+            bad.push(Invalid::new(
+                "currency",
+                format!("currency {:?} is not IDR (360)", e.currency),
+            ));
+        }
+        if let Err(i) = EventTime::check(e.event_time, meta.now_ms) {
+            bad.push(i);
+        }
+        bad
+    }
+
+    pub fn normalise(
+        &self,
+        e: QrisPayment,
+        meta: &MessageMeta<'_>,
+    ) -> Result<Processed<QrisRow>, Vec<Invalid>> {
+        let bad = self.validate(&e, meta);
+        if !bad.is_empty() {
+            return Err(bad);
+        }
+        // Validated above: these cannot fail now.
+        let (Ok(region), Ok(amount), Ok(t)) = (
+            reference::check_region(&e.region_code),
+            amount::parse_idr(&e.amount),
+            EventTime::check(e.event_time, meta.now_ms),
+        ) else {
+            return Err(vec![Invalid::new("internal", "re-validation failed")]);
+        };
+        let date = t.wib_date();
+        let date_s = date.format("%Y-%m-%d").to_string();
+        let status = e.status.as_str();
+        let (payment_key, dedup_key) = keys(&e.nmid, &e.rrn, amount.total_sen(), &date_s, status);
+        let event_date = days_since_epoch(date);
+        let priority = match e.provider_role {
+            ProviderRole::Acquirer => 2,
+            ProviderRole::Issuer => 1,
+        };
+        let row = QrisRow {
+            dedup_key: dedup_key.hex(),
+            payment_key: payment_key.hex(),
+            provider_role: match e.provider_role {
+                ProviderRole::Issuer => "issuer",
+                ProviderRole::Acquirer => "acquirer",
+            }
+            .into(),
+            issuer_reference: opt(&e.issuer_reference),
+            acquirer_reference: opt(&e.acquirer_reference),
+            partner_reference: opt(&e.partner_reference),
+            issuer_id: opt(&e.issuer_id),
+            acquirer_id: opt(&e.acquirer_id),
+            merchant_pan: opt(&e.merchant_pan),
+            sector: reference::sector_for_mcc(&e.mcc).into(),
+            merchant_criteria: format!("{:?}", e.merchant_criteria),
+            merchant_city: opt(&e.merchant_city),
+            merchant_postal_code: opt(&e.merchant_postal_code),
+            region_code: region.code,
+            province_code: region.province,
+            kab_kota_code: region.kab_kota,
+            kecamatan_code: region.kecamatan,
+            qr_mode: match e.qr_mode {
+                QrMode::MpmStatic => "mpm_static",
+                QrMode::MpmDynamic => "mpm_dynamic",
+                QrMode::Cpm => "cpm",
+                QrMode::Ttm => "ttm",
+            }
+            .into(),
+            amount_idr: amount.whole,
+            amount_minor: amount.sen,
+            currency: "IDR".into(),
+            status: status.into(),
+            event_time: t.utc_secs(),
+            event_time_ms: t.utc_ms,
+            event_date,
+            payer_hash: e
+                .payer_id
+                .as_deref()
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| self.hasher.hash(p))
+                .unwrap_or_default(),
+            schema_id: meta.schema_id,
+            source_topic: meta.topic.into(),
+            source_partition: meta.partition,
+            source_offset: meta.offset,
+            ingested_at: meta.now_secs,
+            event_id: e.event_id,
+            provider_id: e.provider_id,
+            rrn: e.rrn,
+            nmid: e.nmid,
+            mcc: e.mcc,
+            merchant_name: e.merchant_name.trim().to_string(),
+        };
+        Ok(Processed {
+            key: dedup_key,
+            priority,
+            event_date,
+            row,
+        })
+    }
+}
+
+impl Family for Qris {
+    type Event = QrisPayment;
+    type Row = QrisRow;
+    const SERVICE: &'static str = "qris-consumer";
+    const TABLE: &'static str = "qris_payments";
+    const DEFAULT_TOPIC: &'static str = "payments.qris.v1";
+    const DEFAULT_GROUP: &'static str = "umkm-qris-consumer";
+    const READER_SCHEMA: &'static str = READER_SCHEMA;
+
+    fn build(v: &Validated) -> Result<Self, String> {
+        Ok(Self::new(PiiHasher::new(v.pii_key.0.as_bytes())?))
+    }
+
+    fn process(
+        &self,
+        event: QrisPayment,
+        meta: &MessageMeta<'_>,
+    ) -> Result<Processed<QrisRow>, Vec<Invalid>> {
+        self.normalise(event, meta)
+    }
+}
+
+#[cfg(test)]
+mod tests;

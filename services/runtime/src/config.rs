@@ -1,0 +1,568 @@
+//! Configuration: built-in defaults, then an optional TOML file (`--config FILE` or
+//! `UMKM_CONFIG`), then environment overrides `UMKM__SECTION__KEY` (e.g.
+//! `UMKM__BATCH__MAX_ROWS=50000`), plus the stack's shorthands `UMKM_KAFKA_BROKERS` and
+//! `UMKM_CLICKHOUSE_URL`. Validated once at start-up; every problem is reported at once.
+//! Secrets (`clickhouse.password`, `pii.hash_key`) come from env or `*_file` and are never
+//! printed: `Secret`'s Debug is redacted.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use umkm_core::batch::BatchPolicy;
+
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("<redacted>")
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub registry: RegistrySettings,
+    pub clickhouse: ClickHouseSettings,
+    pub batch: BatchSettings,
+    pub retry: RetrySettings,
+    pub dedup: DedupSettings,
+    pub pii: PiiSettings,
+    pub admin: AdminSettings,
+    pub log: LogSettings,
+    pub shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Comma-separated bootstrap servers.
+    pub brokers: String,
+    pub group_id: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub session_timeout_ms: u64,
+    pub max_poll_interval_ms: u64,
+    /// `earliest` or `latest`: where a group without committed offsets starts.
+    pub auto_offset_reset: String,
+    pub statistics_interval_ms: u64,
+    /// Passed to librdkafka as is (security.protocol, sasl.*, …). Values are never logged.
+    pub extra: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySettings {
+    /// Confluent-compatible schema registry base URL (GET /schemas/ids/{id}).
+    pub url: Option<String>,
+    /// File registry: a directory holding `registry.json` ({"<id>": "<file>.avsc"}).
+    pub dir: Option<PathBuf>,
+    pub timeout_ms: u64,
+    pub user: Option<String>,
+    pub password: Secret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseSettings {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: Secret,
+    pub password_file: Option<PathBuf>,
+    pub insert_timeout_ms: u64,
+    pub query_timeout_ms: u64,
+    /// `lz4` or `none`.
+    pub compression: String,
+    /// Apply migrations at start-up (they are idempotent).
+    pub migrate_on_start: bool,
+    /// Cluster name for `ON CLUSTER` DDL, when running a ClickHouse cluster.
+    pub cluster: Option<String>,
+    /// Create Replicated*MergeTree tables (needs Keeper and default_replica_path on the server).
+    pub replicated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSettings {
+    pub max_rows: usize,
+    pub max_bytes: usize,
+    pub max_age_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Give up (exit non-zero, nothing committed past unwritten data) after retrying a
+    /// retryable ClickHouse or DLQ failure this long.
+    pub max_elapsed_s: u64,
+    /// Attempts for errors a retry is unlikely to fix (unknown table, type mismatch, auth).
+    pub fatal_attempts: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupSettings {
+    /// Keys remembered in memory after a successful insert (an optimisation: ClickHouse is
+    /// always asked about keys not in memory).
+    pub cache_keys: usize,
+    /// Keys per ClickHouse lookup query.
+    pub lookup_chunk: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PiiSettings {
+    pub hash_key: Secret,
+    pub hash_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `json` or `text`.
+    pub format: String,
+    /// tracing filter, e.g. `info` or `info,umkm_runtime=debug`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSettings {
+    pub timeout_s: u64,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: String::new(),
+            topic: String::new(),
+            dlq_topic: "payments.dlq".into(),
+            session_timeout_ms: 10_000,
+            max_poll_interval_ms: 300_000,
+            auto_offset_reset: "earliest".into(),
+            statistics_interval_ms: 5_000,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            dir: None,
+            timeout_ms: 5_000,
+            user: None,
+            password: Secret::default(),
+        }
+    }
+}
+
+impl Default for ClickHouseSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            database: "umkm".into(),
+            user: "default".into(),
+            password: Secret::default(),
+            password_file: None,
+            insert_timeout_ms: 30_000,
+            query_timeout_ms: 10_000,
+            compression: "lz4".into(),
+            migrate_on_start: true,
+            cluster: None,
+            replicated: false,
+        }
+    }
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            max_rows: 100_000,
+            max_bytes: 32 << 20,
+            max_age_ms: 2_000,
+        }
+    }
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            initial_backoff_ms: 200,
+            max_backoff_ms: 30_000,
+            max_elapsed_s: 900,
+            fatal_attempts: 5,
+        }
+    }
+}
+
+impl Default for DedupSettings {
+    fn default() -> Self {
+        Self {
+            cache_keys: 2_000_000,
+            lookup_chunk: 20_000,
+        }
+    }
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9464".into(),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: "json".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self { timeout_s: 30 }
+    }
+}
+
+/// Service-specific defaults applied before the file and the environment.
+#[derive(Debug, Clone)]
+pub struct ServiceDefaults {
+    pub topic: &'static str,
+    pub group_id: &'static str,
+}
+
+/// Loads settings from defaults, an optional file and the environment (`env` is passed in so
+/// tests need not touch the process environment).
+pub fn load(
+    defaults: &ServiceDefaults,
+    file: Option<&std::path::Path>,
+    env: &BTreeMap<String, String>,
+) -> Result<Settings, String> {
+    let mut base = Settings::default();
+    base.kafka.topic = defaults.topic.into();
+    base.kafka.group_id = defaults.group_id.into();
+    let mut b = config::Config::builder()
+        .add_source(config::Config::try_from(&base).map_err(|e| e.to_string())?);
+    if let Some(f) = file {
+        if !f.exists() {
+            return Err(format!("config file {} does not exist", f.display()));
+        }
+        b = b.add_source(config::File::from(f.to_path_buf()));
+    }
+    let env_map: std::collections::HashMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("UMKM__"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    b = b.add_source(
+        config::Environment::with_prefix("UMKM")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(env_map)),
+    );
+    for (var, key) in [
+        ("UMKM_KAFKA_BROKERS", "kafka.brokers"),
+        ("UMKM_CLICKHOUSE_URL", "clickhouse.url"),
+        ("UMKM_CLICKHOUSE_PASSWORD", "clickhouse.password"),
+        ("UMKM_PII_HASH_KEY", "pii.hash_key"),
+    ] {
+        if let Some(v) = env.get(var) {
+            b = b.set_override(key, v.clone()).map_err(|e| e.to_string())?;
+        }
+    }
+    let cfg = b.build().map_err(|e| e.to_string())?;
+    cfg.try_deserialize::<Settings>()
+        .map_err(|e| format!("configuration does not parse: {e}"))
+}
+
+/// Checked settings, with secrets read from their files.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub s: Settings,
+    pub clickhouse_password: Secret,
+    pub pii_key: Secret,
+    pub admin_addr: SocketAddr,
+}
+
+impl Validated {
+    pub fn batch_policy(&self) -> BatchPolicy {
+        BatchPolicy {
+            max_rows: self.s.batch.max_rows,
+            max_bytes: self.s.batch.max_bytes,
+            max_age: Duration::from_millis(self.s.batch.max_age_ms),
+        }
+    }
+}
+
+fn read_secret(
+    inline: &Secret,
+    file: &Option<PathBuf>,
+    what: &str,
+    problems: &mut Vec<String>,
+) -> Secret {
+    match file {
+        Some(path) if !inline.0.is_empty() => {
+            problems.push(format!(
+                "{what}: set either the value or the file ({}), not both",
+                path.display()
+            ));
+            Secret::default()
+        }
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(s) => Secret(s.trim_end_matches(['\n', '\r']).to_string()),
+            Err(e) => {
+                problems.push(format!("{what}: cannot read {}: {e}", path.display()));
+                Secret::default()
+            }
+        },
+        None => inline.clone(),
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
+pub fn validate(s: Settings) -> Result<Validated, Vec<String>> {
+    let mut p = Vec::new();
+    let k = &s.kafka;
+    if k.brokers.split(',').all(|b| b.trim().is_empty()) {
+        p.push("kafka.brokers: empty".into());
+    }
+    if k.group_id.trim().is_empty() {
+        p.push("kafka.group_id: empty".into());
+    }
+    if k.topic.trim().is_empty() {
+        p.push("kafka.topic: empty".into());
+    }
+    if k.dlq_topic.trim().is_empty() {
+        p.push("kafka.dlq_topic: empty".into());
+    }
+    if k.topic == k.dlq_topic {
+        p.push(format!(
+            "kafka.dlq_topic: must differ from kafka.topic ({})",
+            k.topic
+        ));
+    }
+    if !matches!(k.auto_offset_reset.as_str(), "earliest" | "latest") {
+        p.push(format!(
+            "kafka.auto_offset_reset: {:?} is not earliest or latest",
+            k.auto_offset_reset
+        ));
+    }
+    if k.session_timeout_ms < 1_000 {
+        p.push("kafka.session_timeout_ms: below 1000".into());
+    }
+    match (&s.registry.url, &s.registry.dir) {
+        (None, None) => p.push(
+            "registry: set registry.url (Confluent-compatible registry) or registry.dir (file registry)"
+                .into(),
+        ),
+        (Some(_), Some(_)) => p.push("registry: set registry.url or registry.dir, not both".into()),
+        (Some(u), None) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+            p.push(format!("registry.url: {u:?} is not an http(s) URL"))
+        }
+        (None, Some(d)) if !d.join("registry.json").is_file() => p.push(format!(
+            "registry.dir: {} has no registry.json",
+            d.display()
+        )),
+        _ => {}
+    }
+    let c = &s.clickhouse;
+    if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+        p.push(format!("clickhouse.url: {:?} is not an http(s) URL", c.url));
+    }
+    if !is_identifier(&c.database) {
+        p.push(format!(
+            "clickhouse.database: {:?} is not a plain identifier",
+            c.database
+        ));
+    }
+    if let Some(cl) = &c.cluster
+        && !is_identifier(cl)
+    {
+        p.push(format!(
+            "clickhouse.cluster: {cl:?} is not a plain identifier"
+        ));
+    }
+    if !matches!(c.compression.as_str(), "lz4" | "none") {
+        p.push(format!(
+            "clickhouse.compression: {:?} is not lz4 or none",
+            c.compression
+        ));
+    }
+    if c.insert_timeout_ms == 0 || c.query_timeout_ms == 0 {
+        p.push("clickhouse.insert_timeout_ms / query_timeout_ms: must be > 0".into());
+    }
+    // An insert (plus its lookup) must finish well inside max.poll.interval.ms, or the group
+    // would evict this consumer while it waits (clickhouse-kafka-connect PR #756).
+    if c.insert_timeout_ms + c.query_timeout_ms >= k.max_poll_interval_ms / 2 {
+        p.push(format!(
+            "clickhouse.insert_timeout_ms + query_timeout_ms ({} ms) must be below half of kafka.max_poll_interval_ms ({} ms)",
+            c.insert_timeout_ms + c.query_timeout_ms,
+            k.max_poll_interval_ms
+        ));
+    }
+    let b = &s.batch;
+    if b.max_rows == 0 {
+        p.push("batch.max_rows: must be > 0".into());
+    }
+    if b.max_bytes < 1024 {
+        p.push("batch.max_bytes: must be at least 1024".into());
+    }
+    if b.max_age_ms < 10 {
+        p.push("batch.max_age_ms: must be at least 10".into());
+    }
+    let r = &s.retry;
+    if r.initial_backoff_ms == 0 || r.initial_backoff_ms > r.max_backoff_ms {
+        p.push("retry: need 0 < initial_backoff_ms <= max_backoff_ms".into());
+    }
+    if r.max_elapsed_s == 0 || r.fatal_attempts == 0 {
+        p.push("retry.max_elapsed_s and retry.fatal_attempts: must be > 0".into());
+    }
+    if s.dedup.lookup_chunk == 0 {
+        p.push("dedup.lookup_chunk: must be > 0".into());
+    }
+    if s.shutdown.timeout_s == 0 {
+        p.push("shutdown.timeout_s: must be > 0".into());
+    }
+    let admin_addr = match s.admin.listen.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.push(format!(
+                "admin.listen: {:?} is not host:port",
+                s.admin.listen
+            ));
+            None
+        }
+    };
+    if !matches!(s.log.format.as_str(), "json" | "text") {
+        p.push(format!(
+            "log.format: {:?} is not json or text",
+            s.log.format
+        ));
+    }
+    let clickhouse_password =
+        read_secret(&c.password, &c.password_file, "clickhouse.password", &mut p);
+    let pii_key = read_secret(
+        &s.pii.hash_key,
+        &s.pii.hash_key_file,
+        "pii.hash_key",
+        &mut p,
+    );
+    if pii_key.0.len() < umkm_core::pii::MIN_KEY_BYTES {
+        p.push(format!(
+            "pii.hash_key: required (env UMKM_PII_HASH_KEY or pii.hash_key_file), at least {} bytes",
+            umkm_core::pii::MIN_KEY_BYTES
+        ));
+    }
+    match admin_addr {
+        Some(admin_addr) if p.is_empty() => Ok(Validated {
+            s,
+            clickhouse_password,
+            pii_key,
+            admin_addr,
+        }),
+        _ => Err(p),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> ServiceDefaults {
+        ServiceDefaults {
+            topic: "payments.qris.v1",
+            group_id: "qris-consumer",
+        }
+    }
+
+    #[test]
+    fn env_overrides_and_shorthands() {
+        let env: BTreeMap<String, String> = [
+            ("UMKM__BATCH__MAX_ROWS", "500"),
+            ("UMKM__KAFKA__GROUP_ID", "g2"),
+            ("UMKM_KAFKA_BROKERS", "h1:9092,h2:9092"),
+            ("UMKM_PII_HASH_KEY", "0123456789abcdef0123"),
+            ("UMKM__REGISTRY__URL", "http://registry:8081"),
+            ("PATH", "/bin"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let s = load(&defaults(), None, &env).unwrap();
+        assert_eq!(s.batch.max_rows, 500);
+        assert_eq!(s.kafka.group_id, "g2");
+        assert_eq!(s.kafka.brokers, "h1:9092,h2:9092");
+        assert_eq!(s.kafka.topic, "payments.qris.v1");
+        let v = validate(s).unwrap();
+        assert_eq!(v.pii_key.0, "0123456789abcdef0123");
+        assert!(!format!("{v:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn lists_every_problem() {
+        let mut s = Settings::default();
+        s.kafka.dlq_topic = String::new();
+        s.batch.max_rows = 0;
+        s.clickhouse.url = "localhost:8123".into();
+        s.admin.listen = "nope".into();
+        let problems = validate(s).unwrap_err();
+        for needle in [
+            "kafka.group_id",
+            "kafka.topic",
+            "kafka.dlq_topic",
+            "registry:",
+            "clickhouse.url",
+            "batch.max_rows",
+            "admin.listen",
+            "pii.hash_key",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(needle)),
+                "{needle} missing from {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_and_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("umkm-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "[batch]\nmax_age_ms = 750\n").unwrap();
+        let s = load(&defaults(), Some(&f), &BTreeMap::new()).unwrap();
+        assert_eq!(s.batch.max_age_ms, 750);
+        std::fs::write(&f, "[batch]\nmax_agee_ms = 750\n").unwrap();
+        let err = load(&defaults(), Some(&f), &BTreeMap::new()).unwrap_err();
+        assert!(err.contains("max_agee_ms"), "{err}");
+    }
+}

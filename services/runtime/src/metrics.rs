@@ -1,0 +1,123 @@
+//! Every metric of a consumer, in one place. Names are `umkm_*`; every series carries
+//! `service`; labels are low-cardinality (outcome, rule, stage, topic, partition): never a
+//! payment, merchant or payer id.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// outcome = inserted | duplicate | dlq
+    pub events: IntCounterVec,
+    /// stage = batch | cache | clickhouse
+    pub duplicates: IntCounterVec,
+    /// stage = decode | validate; rule = the first rule that failed
+    pub dlq: IntCounterVec,
+    pub batch_rows: Histogram,
+    pub batch_bytes: Histogram,
+    pub insert_seconds: Histogram,
+    pub flush_seconds: Histogram,
+    /// class = retryable | fatal; what = insert | lookup | dlq | commit
+    pub retries: IntCounterVec,
+    pub consumer_lag: IntGaugeVec,
+    pub rebalances: IntCounterVec,
+    pub ready: IntGauge,
+    pub clickhouse_up: IntGauge,
+    pub kafka_up: IntGauge,
+    pub paused: IntGauge,
+}
+
+impl Metrics {
+    pub fn new(service: &str) -> Self {
+        let labels =
+            std::collections::HashMap::from([("service".to_string(), service.to_string())]);
+        let registry = Registry::new_custom(Some("umkm".into()), Some(labels)).expect("registry");
+        let counter = |name: &str, help: &str, l: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), l).expect("metric");
+            registry.register(Box::new(c.clone())).expect("register");
+            c
+        };
+        let hist = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("metric");
+            registry.register(Box::new(h.clone())).expect("register");
+            h
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("metric");
+            registry.register(Box::new(g.clone())).expect("register");
+            g
+        };
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "consumer_lag_messages",
+                "Messages between the committed offset and the partition's high watermark",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(consumer_lag.clone()))
+            .expect("register");
+        Self {
+            events: counter("events_total", "Consumed events by outcome", &["outcome"]),
+            duplicates: counter(
+                "duplicates_total",
+                "Duplicate events dropped, by where they were recognised",
+                &["stage"],
+            ),
+            dlq: counter(
+                "dlq_total",
+                "Events written to the dead-letter topic, by stage and rule",
+                &["stage", "rule"],
+            ),
+            batch_rows: hist(
+                "batch_rows",
+                "Rows inserted per ClickHouse INSERT",
+                prometheus::exponential_buckets(1.0, 4.0, 10).expect("buckets"),
+            ),
+            batch_bytes: hist(
+                "batch_bytes",
+                "Kafka payload bytes per flushed batch",
+                prometheus::exponential_buckets(1024.0, 4.0, 10).expect("buckets"),
+            ),
+            insert_seconds: hist(
+                "insert_duration_seconds",
+                "Duration of one successful ClickHouse INSERT",
+                prometheus::exponential_buckets(0.001, 2.5, 14).expect("buckets"),
+            ),
+            flush_seconds: hist(
+                "flush_duration_seconds",
+                "Duration of one batch flush: DLQ acks, dedup lookups, insert and commit",
+                prometheus::exponential_buckets(0.001, 2.5, 14).expect("buckets"),
+            ),
+            retries: counter(
+                "retries_total",
+                "Retried operations by what failed and its class",
+                &["what", "class"],
+            ),
+            consumer_lag,
+            rebalances: counter(
+                "rebalances_total",
+                "Partition assignment changes",
+                &["kind"],
+            ),
+            ready: gauge("ready", "1 when /health/ready answers 200"),
+            clickhouse_up: gauge("clickhouse_up", "1 when ClickHouse answered the last probe"),
+            kafka_up: gauge("kafka_up", "1 when the broker answered the last probe"),
+            paused: gauge(
+                "partitions_paused",
+                "1 while consumption is paused because ClickHouse or the DLQ is failing",
+            ),
+            registry,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,327 @@
+//! ClickHouse side: connection (TCP_NODELAY, timeouts), server version detection, migrations,
+//! the dedup lookup and the INSERT itself. Modern-only features are gated on the version the
+//! server reports at start-up:
+//! - servers >= 22.8: RowBinaryWithNamesAndTypes with schema validation (the crate's default),
+//!   `insert_deduplication_token` per insert, `async_insert=0` (on by default since 26.2; we
+//!   batch ourselves);
+//! - older servers (the 18.16 test server): plain RowBinary without validation.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use clickhouse::{Client, Compression, RowOwned, RowWrite};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use umkm_core::chclass::{self, ErrorClass};
+use umkm_core::migrations::{self, RenderContext};
+
+use crate::config::Validated;
+
+pub const MODERN: (u32, u32) = (22, 8);
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkError {
+    pub class: ErrorClass,
+    pub code: Option<i32>,
+    pub message: String,
+}
+
+impl SinkError {
+    fn from_ch(e: clickhouse::error::Error) -> Self {
+        use clickhouse::error::Error as E;
+        let message = e.to_string();
+        let (class, code) = match &e {
+            E::BadResponse(m) => {
+                let code = chclass::code_of(m);
+                (chclass::classify(code), code)
+            }
+            E::Network(_) | E::TimedOut => (ErrorClass::Retryable, None),
+            // The row does not fit the table: a deployment problem, not a passing one.
+            E::SchemaMismatch(_) | E::NotEnoughData | E::InvalidColumnsHeader(_) => {
+                (ErrorClass::Fatal, None)
+            }
+            _ => (ErrorClass::Retryable, None),
+        };
+        SinkError {
+            class,
+            code,
+            message,
+        }
+    }
+
+    fn timeout(what: &str) -> Self {
+        SinkError {
+            class: ErrorClass::Retryable,
+            code: None,
+            message: format!("{what}: timed out"),
+        }
+    }
+
+    pub fn class_str(&self) -> &'static str {
+        match self.class {
+            ErrorClass::Retryable => "retryable",
+            ErrorClass::Fatal => "fatal",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Sink {
+    /// No default database: used for DDL and system tables.
+    admin: Client,
+    /// Bound to the target database, with validation set by server version.
+    data: Client,
+    pub database: String,
+    pub server_version: (u32, u32),
+    pub server_version_text: String,
+    query_timeout: Duration,
+    insert_timeout: Duration,
+    render: RenderContext,
+}
+
+fn http_client(connect_timeout: Duration) -> Client {
+    let mut connector = HttpConnector::new();
+    // Without it every INSERT stalls ~40 ms on Nagle + delayed ACK (PERF.md §6).
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::with_http_client(
+        HyperClient::builder(TokioExecutor::new())
+            // Below ClickHouse's keep-alive timeout (3 s before 23.11, 10 s after).
+            .pool_idle_timeout(Duration::from_millis(2_500))
+            .pool_max_idle_per_host(4)
+            .build(connector),
+    )
+}
+
+impl Sink {
+    /// Connects and detects the server version. Fails if ClickHouse does not answer within the
+    /// query timeout.
+    pub async fn connect(v: &Validated) -> Result<Sink, SinkError> {
+        let c = &v.s.clickhouse;
+        let query_timeout = Duration::from_millis(c.query_timeout_ms);
+        let compression = if c.compression == "lz4" {
+            Compression::Lz4
+        } else {
+            Compression::None
+        };
+        let admin = http_client(query_timeout)
+            .with_url(&c.url)
+            .with_user(&c.user)
+            .with_password(&v.clickhouse_password.0)
+            .with_compression(compression)
+            .with_validation(false);
+        let version_text = tokio::time::timeout(
+            query_timeout,
+            admin.query("SELECT version()").fetch_one::<String>(),
+        )
+        .await
+        .map_err(|_| SinkError::timeout("SELECT version()"))?
+        .map_err(SinkError::from_ch)?;
+        let server_version = migrations::parse_version(&version_text).ok_or(SinkError {
+            class: ErrorClass::Fatal,
+            code: None,
+            message: format!("cannot parse server version {version_text:?}"),
+        })?;
+        let modern = server_version >= MODERN;
+        let data = admin
+            .clone()
+            .with_database(&c.database)
+            .with_validation(modern);
+        Ok(Sink {
+            admin,
+            data,
+            database: c.database.clone(),
+            server_version,
+            server_version_text: version_text,
+            query_timeout,
+            insert_timeout: Duration::from_millis(c.insert_timeout_ms),
+            render: RenderContext {
+                database: c.database.clone(),
+                cluster: c.cluster.clone(),
+                replicated: c.replicated,
+            },
+        })
+    }
+
+    pub fn modern(&self) -> bool {
+        self.server_version >= MODERN
+    }
+
+    pub async fn ping(&self) -> bool {
+        matches!(
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                self.admin.query("SELECT 1").fetch_one::<u8>()
+            )
+            .await,
+            Ok(Ok(1))
+        )
+    }
+
+    async fn execute(&self, sql: &str) -> Result<(), SinkError> {
+        tokio::time::timeout(self.query_timeout * 3, self.admin.query(sql).execute())
+            .await
+            .map_err(|_| SinkError::timeout("DDL"))?
+            .map_err(SinkError::from_ch)
+    }
+
+    /// Applies every migration not yet recorded; returns (applied, skipped-for-version).
+    pub async fn migrate(&self) -> Result<(Vec<String>, Vec<String>), SinkError> {
+        for stmt in migrations::BOOTSTRAP {
+            for s in migrations::render(stmt, &self.render) {
+                self.execute(&s).await?;
+            }
+        }
+        let applied: Vec<(u32, String)> = tokio::time::timeout(
+            self.query_timeout,
+            self.admin
+                .query(&format!(
+                    "SELECT version, checksum FROM {}.schema_migrations",
+                    self.database
+                ))
+                .fetch_all::<(u32, String)>(),
+        )
+        .await
+        .map_err(|_| SinkError::timeout("read schema_migrations"))?
+        .map_err(SinkError::from_ch)?;
+        let mut done = Vec::new();
+        let mut skipped = Vec::new();
+        for m in migrations::ALL {
+            let sum = migrations::checksum(m.sql);
+            if let Some((_, old)) = applied.iter().find(|(v, _)| *v == m.version) {
+                if *old != sum {
+                    tracing::warn!(
+                        migration = m.name,
+                        "migration file changed after it was applied; not re-applied"
+                    );
+                }
+                continue;
+            }
+            if !migrations::applies_to(m, self.server_version) {
+                skipped.push(m.name.to_string());
+                continue;
+            }
+            for stmt in migrations::render(m.sql, &self.render) {
+                self.execute(&stmt).await?;
+            }
+            self.execute(&format!(
+                "INSERT INTO {}.schema_migrations (version, name, checksum, applied_at) VALUES ({}, '{}', '{}', now())",
+                self.database, m.version, m.name, sum
+            ))
+            .await?;
+            tracing::info!(migration = m.name, "migration applied");
+            done.push(m.name.to_string());
+        }
+        Ok((done, skipped))
+    }
+
+    /// Which of `keys` (hex dedup keys with their `event_date` in days) are already in `table`.
+    pub async fn existing_keys(
+        &self,
+        table: &str,
+        keys: &[(u16, String)],
+        chunk: usize,
+    ) -> Result<HashSet<String>, SinkError> {
+        let mut found = HashSet::new();
+        for part in keys.chunks(chunk.max(1)) {
+            let dates: std::collections::BTreeSet<u16> = part.iter().map(|(d, _)| *d).collect();
+            let mut sql = format!(
+                "SELECT dedup_key FROM {}.{} WHERE event_date IN (",
+                self.database, table
+            );
+            for (i, d) in dates.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('\'');
+                sql.push_str(&umkm_core::time::date_string(*d));
+                sql.push('\'');
+            }
+            sql.push_str(") AND dedup_key IN (");
+            for (i, (_, k)) in part.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                // Keys are 32 hex characters (built by the service), so no quoting issues.
+                debug_assert!(k.bytes().all(|b| b.is_ascii_hexdigit()));
+                sql.push('\'');
+                sql.push_str(k);
+                sql.push('\'');
+            }
+            sql.push(')');
+            let q = self
+                .admin
+                .query(&sql)
+                .with_setting("max_query_size", (sql.len() + (1 << 20)).to_string())
+                .with_setting(
+                    "max_execution_time",
+                    self.query_timeout.as_secs().max(1).to_string(),
+                );
+            let rows = tokio::time::timeout(self.query_timeout, q.fetch_all::<String>())
+                .await
+                .map_err(|_| SinkError::timeout("dedup lookup"))?
+                .map_err(SinkError::from_ch)?;
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    /// Ids of running queries that start with `prefix` (our inserts carry
+    /// `umkm-<table>-p<partitions>-<uuid>`): a timed-out insert may still run on the server.
+    pub async fn running_ids(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        let sql = format!(
+            "SELECT query_id FROM system.processes WHERE startsWith(query_id, '{}')",
+            prefix.replace(['\'', '\\'], "")
+        );
+        tokio::time::timeout(
+            self.query_timeout,
+            self.admin.query(&sql).fetch_all::<String>(),
+        )
+        .await
+        .map_err(|_| SinkError::timeout("system.processes"))?
+        .map_err(SinkError::from_ch)
+    }
+
+    /// One INSERT of `rows` into `table`, bounded by the insert timeout.
+    pub async fn insert<R: RowOwned + RowWrite>(
+        &self,
+        table: &str,
+        rows: &[R],
+        query_id: &str,
+        dedup_token: &str,
+    ) -> Result<(), SinkError> {
+        let mut ins = self
+            .data
+            .insert::<R>(table)
+            .await
+            .map_err(SinkError::from_ch)?
+            .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout))
+            .with_setting("query_id", query_id);
+        if self.modern() {
+            ins = ins
+                .with_setting("insert_deduplication_token", dedup_token)
+                .with_setting("async_insert", "0");
+        }
+        for r in rows {
+            ins.write(r).await.map_err(SinkError::from_ch)?;
+        }
+        ins.end().await.map_err(SinkError::from_ch)
+    }
+
+    /// Runs a read query (tests and the demo): rows as TSV text.
+    pub async fn query_tsv(&self, sql: &str) -> Result<String, SinkError> {
+        let mut cursor = self
+            .admin
+            .query(sql)
+            .fetch_bytes("TabSeparated")
+            .map_err(SinkError::from_ch)?;
+        let bytes = tokio::time::timeout(self.query_timeout, cursor.collect())
+            .await
+            .map_err(|_| SinkError::timeout("query"))?
+            .map_err(SinkError::from_ch)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}

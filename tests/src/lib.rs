@@ -1,0 +1,425 @@
+//! Helpers for the end-to-end tests and the demo publisher: the stack's endpoints, topic
+//! creation, a QRIS traffic generator with known expectations, the publisher, a handle on a
+//! consumer process, and readers for ClickHouse, the DLQ and committed offsets.
+
+pub mod traffic;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub const PII_KEY: &str = "e2e-test-pii-key-0123456789";
+
+/// Endpoints: the stack's defaults, or `UMKM_KAFKA_BROKERS` / `UMKM_CLICKHOUSE_URL`.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub brokers: String,
+    pub clickhouse: String,
+}
+
+impl Env {
+    pub fn from_env() -> Env {
+        Env {
+            brokers: std::env::var("UMKM_KAFKA_BROKERS")
+                .unwrap_or_else(|_| "127.0.0.1:19092".into()),
+            clickhouse: std::env::var("UMKM_CLICKHOUSE_URL")
+                .unwrap_or_else(|_| "http://127.0.0.1:18123".into()),
+        }
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Unique suffix for topics, groups and databases of one test.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+pub async fn create_topic(env: &Env, name: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .create()?;
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let res = admin.create_topics([&topic], &opts).await?;
+    for r in res {
+        if let Err((t, e)) = r {
+            bail!("create topic {t}: {e}");
+        }
+    }
+    Ok(())
+}
+
+pub fn producer(env: &Env) -> Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("message.timeout.ms", "30000")
+        .create()?)
+}
+
+/// Publishes every message and waits for all acknowledgements.
+pub async fn publish(env: &Env, topic: &str, msgs: &[(Option<Vec<u8>>, Vec<u8>)]) -> Result<()> {
+    let p = producer(env)?;
+    let mut pending = Vec::with_capacity(msgs.len());
+    for (k, v) in msgs {
+        let mut rec: FutureRecord<'_, Vec<u8>, Vec<u8>> = FutureRecord::to(topic).payload(v);
+        if let Some(k) = k {
+            rec = rec.key(k);
+        }
+        loop {
+            match p.send_result(rec) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err((e, r)) => {
+                    rec = r;
+                    if pending.len() > 1000 {
+                        // queue full: drain what is in flight
+                        for f in pending.drain(..) {
+                            f.await?.map_err(|(e, _)| e)?;
+                        }
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    let _ = e;
+                }
+            }
+        }
+    }
+    for f in pending {
+        f.await?.map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+/// Runs a query over ClickHouse's HTTP interface and returns the TSV text.
+pub async fn ch(env: &Env, sql: &str) -> Result<String> {
+    let resp = reqwest::Client::new()
+        .post(&env.clickhouse)
+        .body(sql.to_string())
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .with_context(|| format!("ClickHouse at {}", env.clickhouse))?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        bail!("ClickHouse: {sql}: {text}");
+    }
+    Ok(text)
+}
+
+pub async fn ch_u64(env: &Env, sql: &str) -> Result<u64> {
+    let t = ch(env, sql).await?;
+    t.trim()
+        .parse()
+        .with_context(|| format!("{sql} returned {t:?}"))
+}
+
+/// One message read back from the DLQ.
+#[derive(Debug, Clone)]
+pub struct DlqRecord {
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads every message of `topic` from the beginning to the current end.
+pub fn read_all(env: &Env, topic: &str, partitions: i32) -> Result<Vec<DlqRecord>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in 0..partitions {
+        let (lo, hi) = c.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        if hi > lo {
+            tpl.add_partition_offset(topic, p, Offset::Offset(lo))?;
+            ends.insert(p, hi);
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    c.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
+    while ends
+        .iter()
+        .any(|(p, hi)| positions.get(p).copied().unwrap_or(-1) + 1 < *hi)
+    {
+        if Instant::now() > deadline {
+            bail!("reading {topic}: timed out at {positions:?} of {ends:?}");
+        }
+        if let Some(m) = c.poll(Duration::from_millis(500)) {
+            let m = m?;
+            positions.insert(m.partition(), m.offset());
+            let mut headers = BTreeMap::new();
+            if let Some(h) = m.headers() {
+                for i in 0..h.count() {
+                    let hd = h.get(i);
+                    headers.insert(
+                        hd.key.to_string(),
+                        String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+                    );
+                }
+            }
+            out.push(DlqRecord {
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                headers,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// (committed offset, high watermark) per partition of `topic` for `group`.
+pub fn committed_vs_end(
+    env: &Env,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<(i32, i64, i64)>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
+    let mut out = Vec::new();
+    for e in committed.elements() {
+        let (_, hi) = c.fetch_watermarks(topic, e.partition(), Duration::from_secs(10))?;
+        let off = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => -1,
+        };
+        out.push((e.partition(), off, hi));
+    }
+    Ok(out)
+}
+
+/// Everything one consumer process needs to know.
+#[derive(Debug, Clone)]
+pub struct ConsumerSetup {
+    pub topic: String,
+    pub dlq_topic: String,
+    pub group: String,
+    pub database: String,
+    pub registry_dir: PathBuf,
+    pub work_dir: PathBuf,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl ConsumerSetup {
+    /// Fresh topics (created), group, database and a file registry with ids 1 (v1) and 2 (v2).
+    pub async fn new(env: &Env, name: &str, partitions: i32) -> Result<ConsumerSetup> {
+        let id = unique(name);
+        let work_dir = std::env::temp_dir().join(&id);
+        let registry_dir = work_dir.join("registry");
+        std::fs::create_dir_all(&registry_dir)?;
+        let root = repo_root();
+        std::fs::copy(
+            root.join("schemas/avro/qris_payment.avsc"),
+            registry_dir.join("qris_payment.avsc"),
+        )?;
+        std::fs::copy(
+            root.join("tests/fixtures/qris_payment_v2.avsc"),
+            registry_dir.join("qris_payment_v2.avsc"),
+        )?;
+        std::fs::write(
+            registry_dir.join("registry.json"),
+            r#"{"1": "qris_payment.avsc", "2": "qris_payment_v2.avsc"}"#,
+        )?;
+        let s = ConsumerSetup {
+            topic: format!("{id}.payments.qris.v1"),
+            dlq_topic: format!("{id}.payments.dlq"),
+            group: format!("{id}-group"),
+            database: id.clone(),
+            registry_dir,
+            work_dir,
+            extra_env: Vec::new(),
+        };
+        create_topic(env, &s.topic, partitions).await?;
+        create_topic(env, &s.dlq_topic, 1).await?;
+        Ok(s)
+    }
+
+    pub fn with_env(mut self, k: &str, v: &str) -> Self {
+        self.extra_env.push((k.into(), v.into()));
+        self
+    }
+}
+
+pub fn consumer_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("UMKM_QRIS_CONSUMER_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-binary> → target/<profile>/qris-consumer
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    dir.join("qris-consumer")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A running qris-consumer process.
+pub struct ConsumerProc {
+    pub child: Child,
+    pub admin: String,
+    pub log: PathBuf,
+}
+
+impl ConsumerProc {
+    pub fn start(env: &Env, s: &ConsumerSetup, name: &str) -> Result<ConsumerProc> {
+        let port = free_port();
+        let log = s.work_dir.join(format!("{name}.log"));
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let mut cmd = Command::new(consumer_bin());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("UMKM_KAFKA_BROKERS", &env.brokers)
+            .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
+            .env("UMKM_PII_HASH_KEY", PII_KEY)
+            .env("UMKM__KAFKA__TOPIC", &s.topic)
+            .env("UMKM__KAFKA__DLQ_TOPIC", &s.dlq_topic)
+            .env("UMKM__KAFKA__GROUP_ID", &s.group)
+            .env("UMKM__KAFKA__SESSION_TIMEOUT_MS", "6000")
+            .env("UMKM__CLICKHOUSE__DATABASE", &s.database)
+            .env("UMKM__REGISTRY__DIR", &s.registry_dir)
+            .env("UMKM__ADMIN__LISTEN", format!("127.0.0.1:{port}"))
+            .env("UMKM__BATCH__MAX_ROWS", "2000")
+            .env("UMKM__BATCH__MAX_AGE_MS", "300")
+            .env("UMKM__RETRY__MAX_BACKOFF_MS", "2000")
+            .env("UMKM__SHUTDOWN__TIMEOUT_S", "20")
+            .env("UMKM__LOG__FORMAT", "text");
+        for (k, v) in &s.extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .spawn()
+            .with_context(|| format!("spawn {}", consumer_bin().display()))?;
+        Ok(ConsumerProc {
+            child,
+            admin: format!("http://127.0.0.1:{port}"),
+            log,
+        })
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<i32> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                self.kill9();
+                bail!("consumer did not exit within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn exited(&mut self) -> Option<i32> {
+        self.child
+            .try_wait()
+            .ok()
+            .flatten()
+            .map(|s| s.code().unwrap_or(-1))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", self.admin))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?;
+        Ok((r.status().as_u16(), r.text().await?))
+    }
+
+    pub fn log_tail(&self) -> String {
+        let t = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for ConsumerProc {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            self.kill9();
+        }
+    }
+}
+
+/// Polls `check` every 250 ms until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) if Instant::now() > deadline => return Err(e.context(what.to_string())),
+            Err(_) => {}
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
