@@ -1,0 +1,165 @@
+//! Every migration must run on current ClickHouse (chDB, ClickHouse 26.x in-process) and on the
+//! test server (Debian's 18.16), idempotently.
+
+use std::process::Command;
+
+use anyhow::{Result, ensure};
+use umkm_core::migrations::{self, RenderContext};
+use umkm_e2e::{Env, ch, ch_u64, consumer_bin, repo_root, unique};
+
+#[test]
+fn every_migration_runs_in_chdb_26() -> Result<()> {
+    let ctx = RenderContext {
+        database: "umkm_chdb".into(),
+        ..Default::default()
+    };
+    let mut statements = Vec::new();
+    for b in migrations::BOOTSTRAP {
+        statements.extend(migrations::render(b, &ctx));
+    }
+    for m in migrations::ALL {
+        // All of them, including those gated to newer servers: chDB is one.
+        statements.extend(migrations::render(m.sql, &ctx));
+    }
+    // Twice: applying again must be harmless.
+    let once = statements.clone();
+    statements.extend(once);
+    let dir = std::env::temp_dir().join(unique("chdb"));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("migrations.sql");
+    std::fs::write(&file, statements.join("\n;;\n"))?;
+    let out = Command::new("python3")
+        .arg(repo_root().join("tests/chdb/run_sql.py"))
+        .arg(&file)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "chDB rejected a migration:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(stdout.contains("ok"), "{stdout}");
+    let major: u32 = stdout
+        .lines()
+        .find_map(|l| l.trim_matches('"').split('.').next()?.parse().ok())
+        .unwrap_or(0);
+    ensure!(major >= 24, "chDB is not a current ClickHouse: {stdout}");
+    println!(
+        "chdb: {} statements ran twice; {}",
+        statements.len() / 2,
+        stdout.trim().replace('\n', " ")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn migrate_subcommand_is_idempotent_on_the_test_server() -> Result<()> {
+    let env = Env::from_env();
+    let db = unique("migrate");
+    let run = || {
+        Command::new(consumer_bin())
+            .arg("migrate")
+            .env_clear()
+            .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
+            .env("UMKM_PII_HASH_KEY", umkm_e2e::PII_KEY)
+            .env("UMKM__CLICKHOUSE__DATABASE", &db)
+            .env("UMKM__REGISTRY__DIR", repo_root().join("schemas/avro"))
+            .env("UMKM__LOG__FORMAT", "text")
+            .output()
+    };
+    let first = run()?;
+    let out1 = String::from_utf8_lossy(&first.stdout).to_string();
+    ensure!(
+        first.status.success(),
+        "{out1}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    ensure!(out1.contains("applied: 0001_qris_payments"), "{out1}");
+    let second = run()?;
+    let out2 = String::from_utf8_lossy(&second.stdout).to_string();
+    ensure!(
+        second.status.success() && out2.contains("applied: none"),
+        "{out2}"
+    );
+    let version = ch(&env, "SELECT version()").await?;
+    if version.starts_with("18.") {
+        ensure!(
+            out2.contains("skipped (need a newer server): 0002"),
+            "{out2}"
+        );
+    }
+    let server = migrations::parse_version(&version).unwrap_or((0, 0));
+    let expected = migrations::ALL
+        .iter()
+        .filter(|m| migrations::applies_to(m, server))
+        .count();
+    let n = ch_u64(&env, &format!("SELECT count() FROM {db}.schema_migrations")).await?;
+    ensure!(
+        n as usize == expected,
+        "ledger holds {n} migrations, expected {expected}"
+    );
+    let cols = ch_u64(
+        &env,
+        &format!(
+            "SELECT count() FROM system.columns WHERE database = '{db}' AND table = 'qris_payments'"
+        ),
+    )
+    .await?;
+    ensure!(cols == 37, "qris_payments has {cols} columns");
+    println!(
+        "migrate on ClickHouse {}: {}",
+        version.trim(),
+        out1.replace('\n', " | ")
+    );
+    Ok(())
+}
+
+#[test]
+fn invalid_configuration_lists_every_problem() -> Result<()> {
+    let out = Command::new(consumer_bin())
+        .arg("check-config")
+        .env_clear()
+        .env("UMKM__BATCH__MAX_ROWS", "0")
+        .env("UMKM__CLICKHOUSE__URL", "localhost:8123")
+        .env("UMKM_CLICKHOUSE_PASSWORD", "s3cret-never-printed")
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(2),
+        "exit {:?}: {err}",
+        out.status.code()
+    );
+    for needle in [
+        "batch.max_rows",
+        "clickhouse.url",
+        "registry:",
+        "pii.hash_key",
+    ] {
+        ensure!(err.contains(needle), "{needle} missing from:\n{err}");
+    }
+    ensure!(!err.contains("s3cret"), "a secret was printed");
+    Ok(())
+}
+
+#[test]
+fn check_config_redacts_secrets() -> Result<()> {
+    let out = Command::new(consumer_bin())
+        .arg("check-config")
+        .env_clear()
+        .env("UMKM_PII_HASH_KEY", "pii-key-that-must-not-appear")
+        .env("UMKM_CLICKHOUSE_PASSWORD", "s3cret-never-printed")
+        .env("UMKM__REGISTRY__DIR", repo_root().join("schemas/avro"))
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(out.status.success(), "{text}");
+    ensure!(text.contains("<redacted>"), "{text}");
+    ensure!(
+        !text.contains("s3cret") && !text.contains("pii-key-that"),
+        "a secret was printed:\n{text}"
+    );
+    Ok(())
+}
