@@ -410,6 +410,16 @@ impl ConsumerProc {
         Ok((r.status().as_u16(), r.text().await?))
     }
 
+    /// User + system CPU seconds the process has used so far (Linux /proc, 100 ticks/s).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        let after = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let utime: f64 = f.get(11)?.parse().ok()?;
+        let stime: f64 = f.get(12)?.parse().ok()?;
+        Some((utime + stime) / 100.0)
+    }
+
     pub fn log_tail(&self) -> String {
         let t = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = t.lines().collect();
@@ -444,4 +454,65 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// A minimal Confluent-compatible schema registry (`GET /schemas/ids/{id}`) on loopback, for
+/// testing the REST client. The first `fail_first` requests answer 503 (a registry outage must
+/// delay decoding, never dead-letter). Returns its base URL and a log of requested paths.
+pub async fn serve_registry(
+    schemas: BTreeMap<u32, String>,
+    fail_first: usize,
+) -> Result<(String, std::sync::Arc<std::sync::Mutex<Vec<String>>>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log2 = log.clone();
+    tokio::spawn(async move {
+        let mut served = 0usize;
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let mut n = 0;
+            while n < buf.len() {
+                match sock.read(&mut buf[n..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k,
+                }
+                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
+            served += 1;
+            if let Ok(mut l) = log2.lock() {
+                l.push(path.clone());
+            }
+            let id: Option<u32> = path
+                .strip_prefix("/schemas/ids/")
+                .and_then(|s| s.split('?').next())
+                .and_then(|s| s.parse().ok());
+            let (status, body) = if served <= fail_first {
+                (
+                    "503 Service Unavailable",
+                    r#"{"error_code":50301,"message":"unavailable"}"#.to_string(),
+                )
+            } else {
+                match id.and_then(|i| schemas.get(&i)) {
+                    Some(s) => ("200 OK", serde_json::json!({ "schema": s }).to_string()),
+                    None => (
+                        "404 Not Found",
+                        r#"{"error_code":40403,"message":"Schema not found"}"#.to_string(),
+                    ),
+                }
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/vnd.schemaregistry.v1+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        }
+    });
+    Ok((url, log))
 }

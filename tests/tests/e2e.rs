@@ -236,8 +236,32 @@ async fn ten_thousand_events_land_exactly_once_and_bad_ones_go_to_the_dlq() -> R
         "no insert latency histogram"
     );
 
+    // The exposition format passes Prometheus's own checker.
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = promtool.stdin.take() {
+        use std::io::Write;
+        stdin.write_all(m.as_bytes())?;
+    }
+    let checked = promtool.wait_with_output()?;
+    ensure!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let cpu = c.cpu_seconds().unwrap_or(f64::NAN);
     let code = c.terminate(Duration::from_secs(30))?;
     ensure!(code == 0, "exit code {code} after SIGTERM");
+    println!(
+        "e2e: consumer CPU {cpu:.2}s = {:.1} us per message",
+        cpu * 1e6 / plan.messages.len() as f64
+    );
     println!(
         "e2e: published {} messages ({} unique payments, {} double reports, {} redeliveries, {} bad); landed {} rows, DLQ {} records; consumed in {:.2?} = {:.0} events/s (consumer start to last commit, incl. start-up)",
         plan.messages.len(),
@@ -482,6 +506,66 @@ async fn v2_writer_schema_with_an_added_optional_field_decodes_and_lands() -> Re
     println!(
         "schema evolution: {} v2 reports published, {v2_rows} rows landed from v2 writers",
         plan.v2_reports
+    );
+    ensure!(c.terminate(Duration::from_secs(30))? == 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_registry_over_rest_with_an_outage_and_an_unknown_id() -> Result<()> {
+    let env = Env::from_env();
+    let schemas: BTreeMap<u32, String> = [
+        (1, umkm_e2e::traffic::V1.to_string()),
+        (2, umkm_e2e::traffic::V2.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let (url, log) = umkm_e2e::serve_registry(schemas, 2).await?;
+    let s = ConsumerSetup::new(&env, "e2e_registry", PARTITIONS)
+        .await?
+        .with_env("UMKM__REGISTRY__URL", &url)
+        .with_env("UMKM__REGISTRY__DIR", "");
+    let plan = generate(&Spec {
+        payments: 1_000,
+        v2_share: 0.3,
+        bad_each: 3,
+        seed: 53,
+        ..Spec::default()
+    });
+    let mut ends = Ends::new();
+    publish_tracked(&env, &s.topic, &plan.messages, &mut ends).await?;
+    let mut c = ConsumerProc::start(&env, &s, "c1")?;
+    wait_committed(&env, &s, PARTITIONS, &ends, Duration::from_secs(90))
+        .await
+        .map_err(|e| e.context(c.log_tail()))?;
+    assert_exact(&env, &s, &plan).await?;
+    let dlq = read_all(
+        &env,
+        &s.dlq_topic,
+        1,
+        plan.bad_total(),
+        Duration::from_secs(2),
+        Duration::from_secs(30),
+    )?;
+    ensure!(
+        dlq.len() == plan.bad_total(),
+        "DLQ {} vs {}",
+        dlq.len(),
+        plan.bad_total()
+    );
+    let requests = log.lock().map(|l| l.clone()).unwrap_or_default();
+    for id in ["/schemas/ids/1", "/schemas/ids/2", "/schemas/ids/999"] {
+        ensure!(
+            requests.iter().any(|p| p == id),
+            "registry never asked for {id}: {requests:?}"
+        );
+    }
+    // Schemas are cached by id: a handful of requests, not one per message.
+    ensure!(requests.len() < 20, "{} registry requests", requests.len());
+    println!(
+        "registry: {} requests ({requests:?}) for {} messages",
+        requests.len(),
+        plan.messages.len()
     );
     ensure!(c.terminate(Duration::from_secs(30))? == 0);
     Ok(())

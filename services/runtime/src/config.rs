@@ -350,8 +350,12 @@ fn is_identifier(s: &str) -> bool {
         && !s.as_bytes()[0].is_ascii_digit()
 }
 
-pub fn validate(s: Settings) -> Result<Validated, Vec<String>> {
+pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
     let mut p = Vec::new();
+    // An empty value (e.g. `UMKM__REGISTRY__DIR=`) means unset.
+    s.registry.url = s.registry.url.filter(|u| !u.trim().is_empty());
+    s.registry.dir = s.registry.dir.filter(|d| !d.as_os_str().is_empty());
+    s.clickhouse.cluster = s.clickhouse.cluster.filter(|c| !c.trim().is_empty());
     let k = &s.kafka;
     if k.brokers.split(',').all(|b| b.trim().is_empty()) {
         p.push("kafka.brokers: empty".into());

@@ -66,6 +66,7 @@ pub enum PipelineError {
 }
 
 struct DlqItem {
+    partition: i32,
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
     headers: OwnedHeaders,
@@ -315,7 +316,11 @@ impl<F: Family> Pipeline<F> {
                     self.pending
                         .candidates
                         .retain(|c| !revoked_p.contains(&c.partition));
-                    self.pending.dlq.clear();
+                    // Kept partitions keep their DLQ deliveries: their offsets are committed only
+                    // after those are acknowledged.
+                    self.pending
+                        .dlq
+                        .retain(|d| !revoked_p.contains(&d.partition));
                     if self.pending.offsets.is_empty() {
                         self.pending = Pending::default();
                     }
@@ -505,6 +510,7 @@ impl<F: Family> Pipeline<F> {
             });
         }
         let mut item = DlqItem {
+            partition,
             key,
             payload,
             headers,
@@ -796,8 +802,10 @@ impl<F: Family> Pipeline<F> {
                 .inc();
             tracing::warn!(error = %e, "offset commit failed; the batch will be redelivered and deduplicated");
         }
+        for (_, p) in self.pending.offsets.keys() {
+            self.newly_assigned.remove(p);
+        }
         self.pending = Pending::default();
-        self.newly_assigned.clear();
         Ok(inserted)
     }
 
