@@ -128,10 +128,11 @@ pub fn payment(m: &Merchant, rrn: String, rng: &mut StdRng, now: i64) -> QrisPay
         94..97 => PaymentStatus::Cancelled,
         _ => PaymentStatus::Failed,
     };
-    // Long-tailed ticket size, median around Rp25k, capped at Rp10 juta.
-    let u: f64 = rng.random();
-    let amount =
-        ((2_000.0 + 40_000.0 * u.powi(3) * 250.0) as i64 / 500 * 500).clamp(1_000, 10_000_000);
+    // Log-normal ticket size, median Rp30k (BRIEF.md §6: median Rp20-35k for UMI warung/food),
+    // rounded to Rp500 and capped at the Rp10 juta QRIS limit.
+    let (u1, u2): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
+    let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+    let amount = ((30_000.0 * (1.1 * z).exp()) as i64 / 500 * 500).clamp(1_000, 10_000_000);
     QrisPayment {
         event_id: uuid::Uuid::new_v4().to_string(),
         provider_id: "93609999".into(),

@@ -7,6 +7,17 @@ use prometheus::{
     TextEncoder,
 };
 
+/// Where a duplicate was recognised.
+#[derive(Debug, Clone, Copy)]
+pub enum DupStage {
+    /// Another report of the same key in the same batch.
+    Batch,
+    /// A key this process inserted earlier.
+    Cache,
+    /// A key found in ClickHouse by the lookup before the insert.
+    ClickHouse,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     /// outcome = inserted | duplicate | dlq
@@ -113,6 +124,19 @@ impl Metrics {
             ),
             registry,
         }
+    }
+
+    /// Counts `n` duplicates dropped at `stage` (both `duplicates_total` and the event outcome).
+    pub fn duplicate(&self, stage: DupStage, n: usize) {
+        let label = match stage {
+            DupStage::Batch => "batch",
+            DupStage::Cache => "cache",
+            DupStage::ClickHouse => "clickhouse",
+        };
+        self.duplicates.with_label_values(&[label]).inc_by(n as u64);
+        self.events
+            .with_label_values(&["duplicate"])
+            .inc_by(n as u64);
     }
 
     pub fn render(&self) -> String {

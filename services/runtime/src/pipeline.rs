@@ -35,7 +35,7 @@ use crate::admin::Health;
 use crate::config::Validated;
 use crate::family::{Family, MessageMeta};
 use crate::kafka::{Consumer, RebalanceEvent};
-use crate::metrics::Metrics;
+use crate::metrics::{DupStage, Metrics};
 use crate::registry::{FetchError, SchemaSource};
 use crate::sink::{Sink, SinkError};
 
@@ -661,14 +661,7 @@ impl<F: Family> Pipeline<F> {
         if !self.pending.resolved {
             let all = std::mem::take(&mut self.pending.candidates);
             let (winners, dups) = resolve_in_batch(all);
-            self.metrics
-                .duplicates
-                .with_label_values(&["batch"])
-                .inc_by(dups as u64);
-            self.metrics
-                .events
-                .with_label_values(&["duplicate"])
-                .inc_by(dups as u64);
+            self.metrics.duplicate(DupStage::Batch, dups);
             self.pending.candidates = winners;
             self.pending.resolved = true;
         }
@@ -676,14 +669,7 @@ impl<F: Family> Pipeline<F> {
         let seen = &self.seen;
         self.pending.candidates.retain(|c| !seen.contains(&c.key));
         let cache_dups = before - self.pending.candidates.len();
-        self.metrics
-            .duplicates
-            .with_label_values(&["cache"])
-            .inc_by(cache_dups as u64);
-        self.metrics
-            .events
-            .with_label_values(&["duplicate"])
-            .inc_by(cache_dups as u64);
+        self.metrics.duplicate(DupStage::Cache, cache_dups);
 
         let mut inserted = 0;
         if !self.pending.candidates.is_empty() {
@@ -722,15 +708,8 @@ impl<F: Family> Pipeline<F> {
                 for k in landed {
                     self.seen.insert(k);
                 }
-                let n = (before - self.pending.candidates.len()) as u64;
                 self.metrics
-                    .duplicates
-                    .with_label_values(&["clickhouse"])
-                    .inc_by(n);
-                self.metrics
-                    .events
-                    .with_label_values(&["duplicate"])
-                    .inc_by(n);
+                    .duplicate(DupStage::ClickHouse, before - self.pending.candidates.len());
             }
             if !self.pending.candidates.is_empty() {
                 // 4. One INSERT for the batch.
