@@ -264,6 +264,14 @@ pub struct ConsumerSetup {
 impl ConsumerSetup {
     /// Fresh topics (created), group, database and a file registry with ids 1 (v1) and 2 (v2).
     pub async fn new(env: &Env, name: &str, partitions: i32) -> Result<ConsumerSetup> {
+        let s = Self::prepare(name)?;
+        create_topic(env, &s.topic, partitions).await?;
+        create_topic(env, &s.dlq_topic, 1).await?;
+        Ok(s)
+    }
+
+    /// Like `new`, but leaves topic creation to the caller (e.g. a mock cluster).
+    pub fn prepare(name: &str) -> Result<ConsumerSetup> {
         let id = unique(name);
         let work_dir = std::env::temp_dir().join(&id);
         let registry_dir = work_dir.join("registry");
@@ -290,8 +298,6 @@ impl ConsumerSetup {
             work_dir,
             extra_env: Vec::new(),
         };
-        create_topic(env, &s.topic, partitions).await?;
-        create_topic(env, &s.dlq_topic, 1).await?;
         Ok(s)
     }
 
