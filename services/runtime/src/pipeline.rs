@@ -78,8 +78,6 @@ struct DlqItem {
 /// The batch being built or retried.
 struct Pending<R> {
     candidates: Vec<Candidate<R>>,
-    /// Set at the first flush attempt: one candidate per key, the rest counted as duplicates.
-    resolved: bool,
     dlq: Vec<DlqItem>,
     /// Next offset to commit per (topic, partition).
     offsets: BTreeMap<(String, i32), i64>,
@@ -90,7 +88,6 @@ impl<R> Default for Pending<R> {
     fn default() -> Self {
         Self {
             candidates: Vec::new(),
-            resolved: false,
             dlq: Vec::new(),
             offsets: BTreeMap::new(),
             meter: BatchMeter::default(),
@@ -657,14 +654,13 @@ impl<F: Family> Pipeline<F> {
         }
         self.pending.dlq.clear();
 
-        // 2. Dedup within the batch (once), then against memory and ClickHouse (every attempt).
-        if !self.pending.resolved {
-            let all = std::mem::take(&mut self.pending.candidates);
-            let (winners, dups) = resolve_in_batch(all);
-            self.metrics.duplicate(DupStage::Batch, dups);
-            self.pending.candidates = winners;
-            self.pending.resolved = true;
-        }
+        // 2. Dedup within the batch, then against memory and ClickHouse, at every attempt:
+        // messages that arrived while a retry was waiting joined the batch and may repeat a key
+        // already held (resolving an already-resolved set changes nothing).
+        let all = std::mem::take(&mut self.pending.candidates);
+        let (winners, dups) = resolve_in_batch(all);
+        self.metrics.duplicate(DupStage::Batch, dups);
+        self.pending.candidates = winners;
         let before = self.pending.candidates.len();
         let seen = &self.seen;
         self.pending.candidates.retain(|c| !seen.contains(&c.key));
