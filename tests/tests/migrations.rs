@@ -31,6 +31,10 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
     let out = Command::new("python3")
         .arg(repo_root().join("tests/chdb/run_sql.py"))
         .arg(&file)
+        // Applied twice, the reference data is still there once.
+        .arg("SELECT count() FROM umkm_chdb.ref_regions=201")
+        .arg("SELECT count() FROM umkm_chdb.ref_regions WHERE level = 'kecamatan'=155")
+        .arg("SELECT sector FROM umkm_chdb.ref_mcc_sector WHERE mcc = '5948'=\"fashion\"")
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(
@@ -106,6 +110,60 @@ async fn migrate_subcommand_is_idempotent_on_the_test_server() -> Result<()> {
     )
     .await?;
     ensure!(cols == 37, "qris_payments has {cols} columns");
+
+    // Reference data: every Banten kab/kota and kecamatan of the shipped CSV, once.
+    let csv =
+        std::fs::read_to_string(repo_root().join("schemas/reference/kemendagri_banten_2025.csv"))?;
+    let want: std::collections::BTreeSet<(String, String)> = csv
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f.len() == 3).then(|| (f[0].to_string(), f[1].to_string()))
+        })
+        .collect();
+    let got_text = ch(
+        &env,
+        &format!(
+            "SELECT code, name FROM {db}.ref_regions WHERE province_code = '36' FORMAT TabSeparated"
+        ),
+    )
+    .await?;
+    let got: Vec<(String, String)> = got_text
+        .lines()
+        .filter_map(|l| {
+            l.split_once('\t')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
+        .collect();
+    let got_set: std::collections::BTreeSet<_> = got.iter().cloned().collect();
+    ensure!(got.len() == got_set.len(), "duplicate region rows");
+    ensure!(
+        got_set == want,
+        "ref_regions differs from the CSV: {} vs {} rows",
+        got_set.len(),
+        want.len()
+    );
+    ensure!(want.len() == 1 + 8 + 155, "the CSV has {} rows", want.len());
+    // Re-running the reference INSERT adds nothing.
+    let ctx = RenderContext {
+        database: db.clone(),
+        ..Default::default()
+    };
+    let m3 = migrations::ALL
+        .iter()
+        .find(|m| m.version == 3)
+        .ok_or_else(|| anyhow::anyhow!("no migration 3"))?;
+    for stmt in migrations::render(m3.sql, &ctx) {
+        ch(&env, &stmt).await?;
+    }
+    let n = ch_u64(&env, &format!("SELECT count() FROM {db}.ref_regions")).await?;
+    ensure!(
+        n == 38 + 8 + 155,
+        "ref_regions holds {n} rows after a re-run"
+    );
+    let mcc = ch_u64(&env, &format!("SELECT count() FROM {db}.ref_mcc_sector WHERE mcc = '5812' AND sector = 'food_beverage'")).await?;
+    ensure!(mcc == 1, "MCC 5812 mapping rows: {mcc}");
     println!(
         "migrate on ClickHouse {}: {}",
         version.trim(),

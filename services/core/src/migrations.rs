@@ -34,6 +34,8 @@ macro_rules! migration {
 pub const ALL: &[Migration] = &[
     migration!(1, "0001_qris_payments"),
     migration!(2, "0002_qris_insert_dedup_window"),
+    migration!(3, "0003_reference_regions"),
+    migration!(4, "0004_reference_mcc_sector"),
 ];
 
 /// Creates the database and the migrations ledger; run before any migration.

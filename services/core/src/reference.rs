@@ -195,3 +195,150 @@ mod tests {
         assert_eq!(sector_for_mcc("0000"), UNKNOWN_SECTOR);
     }
 }
+
+fn sql_str(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Migration 0003: the regions reference (all provinces, Banten's kab/kota and kecamatan),
+/// generated from the shipped CSVs. The INSERT skips rows already present, so a re-run adds
+/// nothing; a new Kepmendagri version is a new migration with a new `version`.
+pub fn regions_migration_sql() -> String {
+    let mut rows: Vec<(String, String, &str, String, String)> = Vec::new();
+    for line in PROVINCES_CSV.lines().skip(1) {
+        if let Some((code, name)) = line.split_once(',') {
+            rows.push((
+                code.into(),
+                name.into(),
+                "provinsi",
+                code.into(),
+                String::new(),
+            ));
+        }
+    }
+    for line in BANTEN_CSV.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 3 || f[2] == "provinsi" {
+            continue;
+        }
+        let kab = f[0][..5].to_string();
+        rows.push((
+            f[0].into(),
+            f[1].into(),
+            if f[2] == "kab_kota" {
+                "kab_kota"
+            } else {
+                "kecamatan"
+            },
+            f[0][..2].into(),
+            kab,
+        ));
+    }
+    let tuples: Vec<String> = rows
+        .iter()
+        .map(|(c, n, l, p, k)| {
+            format!(
+                "    ({}, {}, {}, {}, {})",
+                sql_str(c),
+                sql_str(n),
+                sql_str(l),
+                sql_str(p),
+                sql_str(k)
+            )
+        })
+        .collect();
+    format!(
+        "-- GENERATED from schemas/reference/kemendagri_provinces_2025.csv and\n\
+         -- kemendagri_banten_2025.csv by umkm_core::reference::regions_migration_sql (regenerate:\n\
+         -- UMKM_REGEN=1 cargo test -p umkm-core reference). Do not edit by hand.\n\
+         CREATE TABLE IF NOT EXISTS ${{database}}.ref_regions ${{on_cluster}}\n\
+         (\n\
+         \x20   version String COMMENT 'reference version: Kepmendagri decree',\n\
+         \x20   code String COMMENT 'Kemendagri code: PP, PP.KK or PP.KK.CC',\n\
+         \x20   name String,\n\
+         \x20   level String COMMENT 'provinsi, kab_kota or kecamatan',\n\
+         \x20   province_code String,\n\
+         \x20   kab_kota_code String COMMENT 'PP.KK; empty for provinces',\n\
+         \x20   loaded_at DateTime('UTC')\n\
+         )\n\
+         ENGINE = ${{replicated}}ReplacingMergeTree(loaded_at)\n\
+         ORDER BY (version, code);\n\
+         INSERT INTO ${{database}}.ref_regions (version, code, name, level, province_code, kab_kota_code, loaded_at)\n\
+         SELECT {ver}, tupleElement(r, 1), tupleElement(r, 2), tupleElement(r, 3), tupleElement(r, 4), tupleElement(r, 5), now()\n\
+         FROM (SELECT arrayJoin([\n{rows}\n]) AS r)\n\
+         WHERE ({ver}, tupleElement(r, 1)) NOT IN (SELECT version, code FROM ${{database}}.ref_regions);\n",
+        ver = sql_str(REGIONS_VERSION),
+        rows = tuples.join(",\n"),
+    )
+}
+
+/// Migration 0004: MCC → sector (v1), generated from `mcc_sector_v1.csv` like 0003.
+pub fn mcc_sector_migration_sql() -> String {
+    let tuples: Vec<String> = MCC_SECTOR_CSV
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut it = l.splitn(4, ',');
+            let (m, s, k, d) = (it.next()?, it.next()?, it.next()?, it.next()?);
+            Some(format!(
+                "    ({}, {}, {}, {})",
+                sql_str(m),
+                sql_str(s),
+                sql_str(k),
+                sql_str(d)
+            ))
+        })
+        .collect();
+    format!(
+        "-- GENERATED from schemas/reference/mcc_sector_v1.csv by\n\
+         -- umkm_core::reference::mcc_sector_migration_sql (regenerate: UMKM_REGEN=1 cargo test -p\n\
+         -- umkm-core reference). Do not edit by hand. MCCs not listed map to sector 'unknown'.\n\
+         CREATE TABLE IF NOT EXISTS ${{database}}.ref_mcc_sector ${{on_cluster}}\n\
+         (\n\
+         \x20   version String COMMENT 'mapping version',\n\
+         \x20   mcc String COMMENT 'ISO 18245 merchant category code',\n\
+         \x20   sector String COMMENT 'umkm-pulse sector (the sector column of the fact tables)',\n\
+         \x20   kbli_category String COMMENT 'typical KBLI 2020 category letter',\n\
+         \x20   description String,\n\
+         \x20   loaded_at DateTime('UTC')\n\
+         )\n\
+         ENGINE = ${{replicated}}ReplacingMergeTree(loaded_at)\n\
+         ORDER BY (version, mcc);\n\
+         INSERT INTO ${{database}}.ref_mcc_sector (version, mcc, sector, kbli_category, description, loaded_at)\n\
+         SELECT {ver}, tupleElement(r, 1), tupleElement(r, 2), tupleElement(r, 3), tupleElement(r, 4), now()\n\
+         FROM (SELECT arrayJoin([\n{rows}\n]) AS r)\n\
+         WHERE ({ver}, tupleElement(r, 1)) NOT IN (SELECT version, mcc FROM ${{database}}.ref_mcc_sector);\n",
+        ver = sql_str(MCC_SECTOR_VERSION),
+        rows = tuples.join(",\n"),
+    )
+}
+
+#[cfg(test)]
+mod generated {
+    use super::*;
+
+    fn check(file: &str, want: String) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../schemas/clickhouse")
+            .join(file);
+        if std::env::var("UMKM_REGEN").as_deref() == Ok("1") {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "{file} is out of date with the reference CSVs: run UMKM_REGEN=1 cargo test -p umkm-core reference"
+        );
+    }
+
+    #[test]
+    fn reference_migrations_match_the_csvs() {
+        check("0003_reference_regions.sql", regions_migration_sql());
+        check("0004_reference_mcc_sector.sql", mcc_sector_migration_sql());
+        // 38 provinces + 8 kab/kota + 155 kecamatan
+        assert_eq!(
+            regions_migration_sql().matches("\n    ('").count(),
+            38 + 8 + 155
+        );
+    }
+}
