@@ -416,6 +416,18 @@ impl ConsumerProc {
         Ok((r.status().as_u16(), r.text().await?))
     }
 
+    /// Sum of the `/metrics` samples whose line starts with `prefix` (name and leading labels,
+    /// e.g. `umkm_events_total{outcome="inserted"`); 0 when the admin port does not answer.
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let Ok((_, text)) = self.get("/metrics").await else {
+            return 0.0;
+        };
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// User + system CPU seconds the process has used so far (Linux /proc, 100 ticks/s).
     pub fn cpu_seconds(&self) -> Option<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;

@@ -105,15 +105,6 @@ fn offsets_at_end(env: &Env, s: &ConsumerSetup, partitions: i32, ends: &Ends) ->
     Ok(())
 }
 
-async fn metric(proc: &ConsumerProc, name_and_labels: &str) -> Result<f64> {
-    let (_, text) = proc.get("/metrics").await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(name_and_labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_land_exactly_once_and_bad_ones_go_to_the_dlq() -> Result<()> {
     let env = Env::from_env();
@@ -215,9 +206,9 @@ async fn ten_thousand_events_land_exactly_once_and_bad_ones_go_to_the_dlq() -> R
     ensure!(leaked == 0, "{leaked} rows without a proper payer hash");
 
     // Metrics and health.
-    let inserted = metric(&c, "umkm_events_total{outcome=\"inserted\"").await?;
-    let dups = metric(&c, "umkm_events_total{outcome=\"duplicate\"").await?;
-    let dlq_m = metric(&c, "umkm_events_total{outcome=\"dlq\"").await?;
+    let inserted = c.metric("umkm_events_total{outcome=\"inserted\"").await;
+    let dups = c.metric("umkm_events_total{outcome=\"duplicate\"").await;
+    let dlq_m = c.metric("umkm_events_total{outcome=\"dlq\"").await;
     ensure!(
         inserted as usize == plan.unique.len(),
         "inserted metric {inserted}"
@@ -339,7 +330,7 @@ async fn kill_9_mid_stream_and_between_insert_and_commit_still_exact() -> Result
         .await
         .map_err(|e| e.context(c.log_tail()))?;
     assert_exact(&env, &s, &plan).await?;
-    let found_in_ch = metric(&c, "umkm_duplicates_total{stage=\"clickhouse\"").await?;
+    let found_in_ch = c.metric("umkm_duplicates_total{stage=\"clickhouse\"").await;
     println!(
         "restart: abort after 3rd insert at {after_crash} rows, 2 x kill -9, {before_last} rows before the last start; final {} rows = unique payments; {found_in_ch} redelivered keys recognised in ClickHouse by the last run",
         count(&env, &s).await?
@@ -391,8 +382,8 @@ async fn clickhouse_outage_pauses_retries_and_stays_exact() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let retries_during = metric(&c, "umkm_retries_total{").await?;
-    let paused = metric(&c, "umkm_partitions_paused").await?;
+    let retries_during = c.metric("umkm_retries_total{").await;
+    let paused = c.metric("umkm_partitions_paused").await;
     let st = std::process::Command::new(&stack)
         .arg("clickhouse-start")
         .status()?;
@@ -457,7 +448,7 @@ async fn two_consumers_share_partitions_one_stops_mid_stream() -> Result<()> {
         .await
         .map_err(|e| e.context(a.log_tail()))?;
     assert_exact(&env, &s, &plan).await?;
-    let a_rows = metric(&a, "umkm_events_total{outcome=\"inserted\"").await?;
+    let a_rows = a.metric("umkm_events_total{outcome=\"inserted\"").await;
     let sources = ch(
         &env,
         &format!(

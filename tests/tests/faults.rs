@@ -12,16 +12,6 @@ use umkm_e2e::{
     ConsumerProc, ConsumerSetup, Ends, Env, ch_u64, committed, publish_tracked, read_all,
 };
 
-async fn metric(proc: &ConsumerProc, prefix: &str) -> f64 {
-    let Ok((_, text)) = proc.get("/metrics").await else {
-        return 0.0;
-    };
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn dlq_refusing_writes_blocks_commit_and_insert_until_acknowledged() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -62,14 +52,10 @@ fn dlq_refusing_writes_blocks_commit_and_insert_until_acknowledged() -> Result<(
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen_failing = false;
     while Instant::now() < deadline {
-        if rt.block_on(metric(
-            &c,
-            "umkm_retries_total{class=\"retryable\",what=\"dlq\"",
-        )) >= 1.0
-        {
+        if rt.block_on(c.metric("umkm_retries_total{class=\"retryable\",what=\"dlq\"")) >= 1.0 {
             let got = committed(&env, &s.group, &s.topic, 1)?;
             let rows = rt.block_on(count(&env));
-            let done = rt.block_on(metric(&c, "umkm_events_total{outcome=\"dlq\""));
+            let done = rt.block_on(c.metric("umkm_events_total{outcome=\"dlq\""));
             if done == 0.0 {
                 ensure!(
                     got.get(&0).copied().unwrap_or(-1) < end,
@@ -126,10 +112,7 @@ fn dlq_refusing_writes_blocks_commit_and_insert_until_acknowledged() -> Result<(
         dlq.len(),
         plan.bad_total()
     );
-    let retries = rt.block_on(metric(
-        &c,
-        "umkm_retries_total{class=\"retryable\",what=\"dlq\"",
-    ));
+    let retries = rt.block_on(c.metric("umkm_retries_total{class=\"retryable\",what=\"dlq\""));
     println!(
         "faults: DLQ refused writes, {retries} DLQ retries; then {rows} rows and {} DLQ records, committed to {end}",
         dlq.len()
