@@ -224,6 +224,22 @@ pub fn read_all(
     }
 }
 
+/// Reads the DLQ (one partition) and checks it holds exactly `expected` records.
+pub fn read_dlq_exactly(env: &Env, topic: &str, expected: usize) -> Result<Vec<DlqRecord>> {
+    let dlq = read_all(
+        env,
+        topic,
+        1,
+        expected,
+        Duration::from_secs(3),
+        Duration::from_secs(60),
+    )?;
+    if dlq.len() != expected {
+        bail!("DLQ holds {} records, expected {expected}", dlq.len());
+    }
+    Ok(dlq)
+}
+
 /// Committed offset of `group` per partition of `topic` (-1 when none).
 pub fn committed(env: &Env, group: &str, topic: &str, partitions: i32) -> Result<Ends> {
     let c: BaseConsumer = ClientConfig::new()

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use umkm_e2e::traffic::{Plan, Spec, generate};
 use umkm_e2e::{
-    ConsumerProc, ConsumerSetup, Ends, Env, ch, ch_u64, committed, publish_tracked, read_all,
-    wait_until,
+    ConsumerProc, ConsumerSetup, Ends, Env, ch, ch_u64, committed, publish_tracked,
+    read_dlq_exactly, wait_until,
 };
 
 const PARTITIONS: i32 = 3;
@@ -129,20 +129,7 @@ async fn ten_thousand_events_land_exactly_once_and_bad_ones_go_to_the_dlq() -> R
     offsets_at_end(&env, &s, PARTITIONS, &ends)?;
 
     // DLQ: exactly the bad records, each with its reason and source coordinates.
-    let dlq = read_all(
-        &env,
-        &s.dlq_topic,
-        1,
-        plan.bad_total(),
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    )?;
-    ensure!(
-        dlq.len() == plan.bad_total(),
-        "DLQ holds {} records, expected {}",
-        dlq.len(),
-        plan.bad_total()
-    );
+    let dlq = read_dlq_exactly(&env, &s.dlq_topic, plan.bad_total())?;
     let mut by_rule: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut coords = BTreeSet::new();
     for r in &dlq {
@@ -530,20 +517,7 @@ async fn confluent_registry_over_rest_with_an_outage_and_an_unknown_id() -> Resu
         .await
         .map_err(|e| e.context(c.log_tail()))?;
     assert_exact(&env, &s, &plan).await?;
-    let dlq = read_all(
-        &env,
-        &s.dlq_topic,
-        1,
-        plan.bad_total(),
-        Duration::from_secs(2),
-        Duration::from_secs(30),
-    )?;
-    ensure!(
-        dlq.len() == plan.bad_total(),
-        "DLQ {} vs {}",
-        dlq.len(),
-        plan.bad_total()
-    );
+    read_dlq_exactly(&env, &s.dlq_topic, plan.bad_total())?;
     let requests = log.lock().map(|l| l.clone()).unwrap_or_default();
     for id in ["/schemas/ids/1", "/schemas/ids/2", "/schemas/ids/999"] {
         ensure!(

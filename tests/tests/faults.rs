@@ -9,7 +9,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use umkm_e2e::traffic::{Spec, generate};
 use umkm_e2e::{
-    ConsumerProc, ConsumerSetup, Ends, Env, ch_u64, committed, publish_tracked, read_all,
+    ConsumerProc, ConsumerSetup, Ends, Env, ch_u64, committed, publish_tracked, read_dlq_exactly,
 };
 
 #[test]
@@ -98,20 +98,7 @@ fn dlq_refusing_writes_blocks_commit_and_insert_until_acknowledged() -> Result<(
         "{rows} rows, expected {}",
         plan.unique.len()
     );
-    let dlq = read_all(
-        &env,
-        &s.dlq_topic,
-        1,
-        plan.bad_total(),
-        Duration::from_secs(2),
-        Duration::from_secs(30),
-    )?;
-    ensure!(
-        dlq.len() == plan.bad_total(),
-        "DLQ holds {} records, expected {}",
-        dlq.len(),
-        plan.bad_total()
-    );
+    let dlq = read_dlq_exactly(&env, &s.dlq_topic, plan.bad_total())?;
     let retries = rt.block_on(c.metric("umkm_retries_total{class=\"retryable\",what=\"dlq\""));
     println!(
         "faults: DLQ refused writes, {retries} DLQ retries; then {rows} rows and {} DLQ records, committed to {end}",

@@ -692,16 +692,14 @@ impl<F: Family> Pipeline<F> {
                 .await
                 .map_err(FlushError::Sink)?;
             if !existing.is_empty() {
+                // Parse the (few) found keys once instead of hex-encoding every candidate.
+                let existing: HashSet<Key> =
+                    existing.iter().filter_map(|h| Key::from_hex(h)).collect();
                 let before = self.pending.candidates.len();
-                let mut landed = Vec::new();
-                self.pending.candidates.retain(|c| {
-                    let keep = !existing.contains(&c.key.hex());
-                    if !keep {
-                        landed.push(c.key);
-                    }
-                    keep
-                });
-                for k in landed {
+                self.pending
+                    .candidates
+                    .retain(|c| !existing.contains(&c.key));
+                for k in existing {
                     self.seen.insert(k);
                 }
                 self.metrics
@@ -715,11 +713,17 @@ impl<F: Family> Pipeline<F> {
                     .iter()
                     .map(|c| c.row.1.clone())
                     .collect();
-                let mut sorted: Vec<Key> = self.pending.candidates.iter().map(|c| c.key).collect();
-                sorted.sort();
-                let hexes: Vec<String> = sorted.iter().map(|k| k.hex()).collect();
-                let refs: Vec<&str> = hexes.iter().map(String::as_str).collect();
-                let token = Key::of("insert", &refs).hex();
+                // Only servers >= 22.8 use the token (see Sink::insert): skip the work on older ones.
+                let token = if self.sink.modern() {
+                    let mut sorted: Vec<Key> =
+                        self.pending.candidates.iter().map(|c| c.key).collect();
+                    sorted.sort();
+                    let hexes: Vec<String> = sorted.iter().map(|k| k.hex()).collect();
+                    let refs: Vec<&str> = hexes.iter().map(String::as_str).collect();
+                    Key::of("insert", &refs).hex()
+                } else {
+                    String::new()
+                };
                 let query_id = format!(
                     "umkm-{}-p{}-{}",
                     F::TABLE,
