@@ -9,7 +9,11 @@ import urllib.request
 
 REGISTRY = os.environ.get("SCHEMA_REGISTRY_URL", "http://schema-registry:8081")
 SCHEMAS = os.environ.get("SCHEMAS_DIR", "/schemas/avro")
-SUBJECTS = {"payments.qris.v1-value": "qris_payment.avsc"}
+SUBJECTS = {
+    "payments.qris.v1-value": "qris_payment.avsc",
+    "payments.noncash.v1-value": "noncash_payment.avsc",
+    "merchants.registry.v1-value": "merchant_event.avsc",
+}
 
 for subject, file in SUBJECTS.items():
     body = json.dumps({"schemaType": "AVRO", "schema": open(os.path.join(SCHEMAS, file)).read()}).encode()

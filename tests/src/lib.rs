@@ -1,7 +1,10 @@
 //! Helpers for the end-to-end tests and the demo publisher: the stack's endpoints, topic
-//! creation, a QRIS traffic generator with known expectations, the publisher, a handle on a
-//! consumer process, and readers for ClickHouse, the DLQ and committed offsets.
+//! creation, traffic generators with known expectations (QRIS, non-cash, merchants), the
+//! publisher, a handle on a consumer process, and readers for ClickHouse, the DLQ and committed
+//! offsets.
 
+pub mod merchant_traffic;
+pub mod noncash_traffic;
 pub mod traffic;
 
 use std::collections::BTreeMap;
@@ -9,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -265,9 +268,16 @@ pub fn committed(env: &Env, group: &str, topic: &str, partitions: i32) -> Result
         .collect())
 }
 
+/// The consumer services: binary name and default topic suffix.
+pub const QRIS: (&str, &str) = ("qris-consumer", "payments.qris.v1");
+pub const NONCASH: (&str, &str) = ("noncash-consumer", "payments.noncash.v1");
+pub const MERCHANTS: (&str, &str) = ("merchant-consumer", "merchants.registry.v1");
+
 /// Everything one consumer process needs to know.
 #[derive(Debug, Clone)]
 pub struct ConsumerSetup {
+    /// Binary name: qris-consumer, noncash-consumer or merchant-consumer.
+    pub service: &'static str,
     pub topic: String,
     pub dlq_topic: String,
     pub group: String,
@@ -278,9 +288,19 @@ pub struct ConsumerSetup {
 }
 
 impl ConsumerSetup {
-    /// Fresh topics (created), group, database and a file registry with ids 1 (v1) and 2 (v2).
+    /// A qris-consumer with fresh topics (created), group, database and a file registry.
     pub async fn new(env: &Env, name: &str, partitions: i32) -> Result<ConsumerSetup> {
-        let s = Self::prepare(name)?;
+        Self::new_for(env, QRIS, name, partitions).await
+    }
+
+    /// Like `new`, for any service (`QRIS`, `NONCASH`, `MERCHANTS`).
+    pub async fn new_for(
+        env: &Env,
+        service: (&'static str, &str),
+        name: &str,
+        partitions: i32,
+    ) -> Result<ConsumerSetup> {
+        let s = Self::prepare_for(service, name)?;
         create_topic(env, &s.topic, partitions).await?;
         create_topic(env, &s.dlq_topic, 1).await?;
         Ok(s)
@@ -288,6 +308,13 @@ impl ConsumerSetup {
 
     /// Like `new`, but leaves topic creation to the caller (e.g. a mock cluster).
     pub fn prepare(name: &str) -> Result<ConsumerSetup> {
+        Self::prepare_for(QRIS, name)
+    }
+
+    /// Fresh names for `service`, and a file registry holding every contract: ids 1 (QRIS v1),
+    /// 2 (non-cash v1), 3 (merchant v1) as in `schemas/avro/registry.json`, and 12 (the QRIS v2
+    /// test fixture).
+    pub fn prepare_for(service: (&'static str, &str), name: &str) -> Result<ConsumerSetup> {
         let id = unique(name);
         let work_dir = std::env::temp_dir().join(&id);
         let registry_dir = work_dir.join("registry");
@@ -301,12 +328,16 @@ impl ConsumerSetup {
             root.join("tests/fixtures/qris_payment_v2.avsc"),
             registry_dir.join("qris_payment_v2.avsc"),
         )?;
+        for f in ["noncash_payment.avsc", "merchant_event.avsc"] {
+            std::fs::copy(root.join("schemas/avro").join(f), registry_dir.join(f))?;
+        }
         std::fs::write(
             registry_dir.join("registry.json"),
-            r#"{"1": "qris_payment.avsc", "2": "qris_payment_v2.avsc"}"#,
+            r#"{"1": "qris_payment.avsc", "2": "noncash_payment.avsc", "3": "merchant_event.avsc", "12": "qris_payment_v2.avsc"}"#,
         )?;
         let s = ConsumerSetup {
-            topic: format!("{id}.payments.qris.v1"),
+            service: service.0,
+            topic: format!("{id}.{}", service.1),
             dlq_topic: format!("{id}.payments.dlq"),
             group: format!("{id}-group"),
             database: id.clone(),
@@ -321,20 +352,30 @@ impl ConsumerSetup {
         self.extra_env.push((k.into(), v.into()));
         self
     }
+
+    /// Writes into `database` instead of its own (consumers of several families sharing one
+    /// database, as in production).
+    pub fn with_database(mut self, database: &str) -> Self {
+        self.database = database.into();
+        self
+    }
 }
 
+/// The qris-consumer binary built next to the test binary.
 pub fn consumer_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("UMKM_QRIS_CONSUMER_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/deps/<test-binary> → target/<profile>/qris-consumer
+    service_bin("qris-consumer")
+}
+
+/// A service binary from the same target directory as the test binary.
+pub fn service_bin(service: &str) -> PathBuf {
+    // target/<profile>/deps/<test-binary> → target/<profile>/<service>
     let exe = std::env::current_exe().unwrap_or_default();
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    dir.join("qris-consumer")
+    dir.join(service)
 }
 
 fn free_port() -> u16 {
@@ -344,7 +385,56 @@ fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
-/// A running qris-consumer process.
+/// Whether every partition's committed offset is at its end (partitions that got nothing
+/// need no commit).
+pub fn all_committed(env: &Env, s: &ConsumerSetup, partitions: i32, ends: &Ends) -> Result<bool> {
+    let got = committed(env, &s.group, &s.topic, partitions)?;
+    Ok((0..partitions).all(|p| {
+        let end = ends.get(&p).copied().unwrap_or(0);
+        end == 0 || got.get(&p).copied() == Some(end)
+    }))
+}
+
+/// Waits until every partition's committed offset is at its end.
+pub async fn wait_committed(
+    env: &Env,
+    s: &ConsumerSetup,
+    partitions: i32,
+    ends: &Ends,
+    timeout: Duration,
+) -> Result<()> {
+    let (env2, s2, ends2) = (env.clone(), s.clone(), ends.clone());
+    wait_until(
+        timeout,
+        "committed offsets at the end of every partition",
+        move || {
+            let (env, s, ends) = (env2.clone(), s2.clone(), ends2.clone());
+            async move {
+                tokio::task::spawn_blocking(move || all_committed(&env, &s, partitions, &ends))
+                    .await?
+            }
+        },
+    )
+    .await
+    .map_err(|e| {
+        let got = committed(env, &s.group, &s.topic, partitions);
+        e.context(format!("committed {got:?}, ends {ends:?}"))
+    })
+}
+
+pub fn offsets_at_end(env: &Env, s: &ConsumerSetup, partitions: i32, ends: &Ends) -> Result<()> {
+    let got = committed(env, &s.group, &s.topic, partitions)?;
+    for (p, end) in ends {
+        ensure!(
+            got.get(p) == Some(end),
+            "partition {p}: committed {:?}, end {end}",
+            got.get(p)
+        );
+    }
+    Ok(())
+}
+
+/// A running consumer process.
 pub struct ConsumerProc {
     pub child: Child,
     pub admin: String,
@@ -359,7 +449,8 @@ impl ConsumerProc {
             .create(true)
             .append(true)
             .open(&log)?;
-        let mut cmd = Command::new(consumer_bin());
+        let bin = service_bin(s.service);
+        let mut cmd = Command::new(&bin);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("UMKM_KAFKA_BROKERS", &env.brokers)
@@ -385,7 +476,7 @@ impl ConsumerProc {
             .stdout(logf.try_clone()?)
             .stderr(logf)
             .spawn()
-            .with_context(|| format!("spawn {}", consumer_bin().display()))?;
+            .with_context(|| format!("spawn {}", bin.display()))?;
         Ok(ConsumerProc {
             child,
             admin: format!("http://127.0.0.1:{port}"),

@@ -13,6 +13,8 @@ use umkm_core::avro::encode;
 
 pub const V1: &str = include_str!("../../schemas/avro/qris_payment.avsc");
 pub const V2: &str = include_str!("../fixtures/qris_payment_v2.avsc");
+/// Registry id of the v2 fixture in the tests' file registry.
+pub const V2_ID: u32 = 12;
 
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -24,7 +26,7 @@ pub struct Spec {
     pub redeliver: f64,
     /// Bad records of each kind: garbage bytes, unknown schema id, invalid region, negative amount.
     pub bad_each: usize,
-    /// Share of good reports written with the v2 writer schema (id 2).
+    /// Share of good reports written with the v2 writer schema (id `V2_ID`).
     pub v2_share: f64,
     pub seed: u64,
 }
@@ -74,7 +76,7 @@ const MCCS: &[&str] = &[
     "7523", "5912", "0000",
 ];
 
-fn kecamatan_codes() -> Vec<&'static str> {
+pub fn kecamatan_codes() -> Vec<&'static str> {
     let mut v: Vec<&str> = umkm_core::reference::banten_codes()
         .filter(|c| c.len() == 8)
         .collect();
@@ -114,7 +116,7 @@ pub fn merchants(n: usize, rng: &mut StdRng) -> Vec<Merchant> {
         .collect()
 }
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -170,6 +172,26 @@ fn enc(schema: &Schema, id: u32, e: &QrisPayment) -> Vec<u8> {
     encode(schema, id, e).expect("sample events encode")
 }
 
+/// A garbage record for bad-record test number `i` and the DLQ rule it must get: alternately
+/// shorter than the Confluent header, and JSON (wrong magic byte).
+pub fn garbage(i: usize) -> (Vec<u8>, &'static str) {
+    if i.is_multiple_of(2) {
+        (vec![0u8, 0, 1], "wire_short_buffer")
+    } else {
+        (
+            format!("{{\"not\":\"avro\",\"i\":{i}}}").into_bytes(),
+            "wire_bad_magic",
+        )
+    }
+}
+
+/// Log-normal amount in whole rupiah with the given median, rounded to Rp500.
+pub fn log_normal_amount(rng: &mut StdRng, median: f64, sigma: f64, max: i64) -> i64 {
+    let (u1, u2): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
+    let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+    ((median * (sigma * z).exp()) as i64 / 500 * 500).clamp(1_000, max)
+}
+
 pub fn generate(spec: &Spec) -> Plan {
     let v1 = Schema::parse_str(V1).expect("v1 schema");
     let v2 = Schema::parse_str(V2).expect("v2 schema");
@@ -187,7 +209,7 @@ pub fn generate(spec: &Spec) -> Plan {
                 base: e,
                 tip_amount: Some("1000".into()),
             };
-            encode(&v2, 2, &ev).expect("v2 encodes")
+            encode(&v2, V2_ID, &ev).expect("v2 encodes")
         } else {
             enc(&v1, 1, e)
         }
@@ -227,17 +249,8 @@ pub fn generate(spec: &Spec) -> Plan {
     for i in 0..spec.bad_each {
         let m = &ms[i % ms.len()];
         let key = Some(m.nmid.clone().into_bytes());
-        let garbage = if i % 2 == 0 {
-            vec![0u8, 0, 1] // shorter than the header
-        } else {
-            format!("{{\"not\":\"avro\",\"i\":{i}}}").into_bytes() // JSON: wrong magic byte
-        };
-        first.push((key.clone(), garbage));
-        let rule = if i % 2 == 0 {
-            "wire_short_buffer"
-        } else {
-            "wire_bad_magic"
-        };
+        let (bytes, rule) = garbage(i);
+        first.push((key.clone(), bytes));
         *plan.bad.entry(rule).or_default() += 1;
 
         let e = payment(

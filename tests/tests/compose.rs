@@ -39,25 +39,36 @@ fn every_env_key_in_compose_is_a_config_key() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn compose_matches_the_code_defaults() -> Result<()> {
-    let text = compose();
+/// The compose block of one service: its `  name:` line and every deeper-indented line after.
+fn service_block(text: &str, name: &str) -> String {
+    let header = format!("  {name}:");
+    let mut lines = text.lines().skip_while(|l| *l != header);
+    let Some(first) = lines.next() else {
+        return String::new();
+    };
+    let mut block = vec![first];
+    block.extend(lines.take_while(|l| l.is_empty() || l.starts_with("   ")));
+    block.join("\n")
+}
+
+fn check_service<F: Family>(text: &str) -> Result<()> {
+    let block = service_block(text, F::SERVICE);
+    ensure!(
+        !block.is_empty(),
+        "docker-compose.yml has no {} service",
+        F::SERVICE
+    );
     let s = Settings::default();
     for (what, needle) in [
-        (
-            "topic",
-            format!("UMKM__KAFKA__TOPIC: {}", qris_consumer::Qris::DEFAULT_TOPIC),
-        ),
+        ("binary", format!("/usr/local/bin/{}", F::SERVICE)),
+        ("topic", format!("UMKM__KAFKA__TOPIC: {}", F::DEFAULT_TOPIC)),
         (
             "group",
-            format!(
-                "UMKM__KAFKA__GROUP_ID: {}",
-                qris_consumer::Qris::DEFAULT_GROUP
-            ),
+            format!("UMKM__KAFKA__GROUP_ID: {}", F::DEFAULT_GROUP),
         ),
         (
             "dlq",
-            format!("UMKM__KAFKA__DLQ_TOPIC: {}", s.kafka.dlq_topic),
+            format!("UMKM__KAFKA__DLQ_TOPIC: {}", F::DEFAULT_DLQ_TOPIC),
         ),
         (
             "database",
@@ -67,21 +78,50 @@ fn compose_matches_the_code_defaults() -> Result<()> {
             "admin port",
             format!("UMKM__ADMIN__LISTEN: {}", s.admin.listen),
         ),
+        ("readiness", "/health/ready".to_string()),
         (
-            "topic creation",
-            format!("{}:", qris_consumer::Qris::DEFAULT_TOPIC),
+            "migrations first",
+            "migrate: { condition: service_completed_successfully }".into(),
         ),
     ] {
         ensure!(
-            text.contains(&needle),
-            "docker-compose.yml: {what}: expected {needle:?}"
+            block.contains(&needle),
+            "docker-compose.yml {}: {what}: expected {needle:?} in\n{block}",
+            F::SERVICE
         );
     }
-    ensure!(text.contains("/health/ready"), "no readiness healthcheck");
+    for topic in [F::DEFAULT_TOPIC, F::DEFAULT_DLQ_TOPIC] {
+        ensure!(
+            text.contains(&format!(" {topic}:")),
+            "docker-compose.yml: kafka-init does not create {topic}"
+        );
+    }
+    let register =
+        std::fs::read_to_string(umkm_e2e::repo_root().join("deploy/register_schemas.py"))?;
+    ensure!(
+        register.contains(&format!("\"{}-value\"", F::DEFAULT_TOPIC)),
+        "deploy/register_schemas.py does not register {}-value",
+        F::DEFAULT_TOPIC
+    );
     let dockerfile = std::fs::read_to_string(umkm_e2e::repo_root().join("Dockerfile"))?;
     ensure!(
-        dockerfile.contains("-p qris-consumer"),
-        "Dockerfile does not build qris-consumer"
+        dockerfile.contains(&format!("-p {}", F::SERVICE))
+            && dockerfile.contains(&format!("release/{}", F::SERVICE)),
+        "Dockerfile does not build and ship {}",
+        F::SERVICE
+    );
+    Ok(())
+}
+
+#[test]
+fn compose_matches_the_code_defaults() -> Result<()> {
+    let text = compose();
+    check_service::<qris_consumer::Qris>(&text)?;
+    check_service::<noncash_consumer::Noncash>(&text)?;
+    check_service::<merchant_consumer::Merchants>(&text)?;
+    ensure!(
+        service_block(&text, "migrate").contains("command: [\"migrate\"]"),
+        "no one-shot migrate job"
     );
     Ok(())
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use umkm_e2e::traffic::{Plan, Spec, generate};
 use umkm_e2e::{
-    ConsumerProc, ConsumerSetup, Ends, Env, ch, ch_u64, committed, publish_tracked,
-    read_dlq_exactly, wait_until,
+    ConsumerProc, ConsumerSetup, Ends, Env, ch, ch_u64, committed, offsets_at_end, publish_tracked,
+    read_dlq_exactly, wait_committed, wait_until,
 };
 
 const PARTITIONS: i32 = 3;
@@ -21,43 +21,6 @@ async fn count(env: &Env, s: &ConsumerSetup) -> Result<u64> {
         &format!("SELECT count() FROM {}.qris_payments", s.database),
     )
     .await
-}
-
-/// Whether every partition's committed offset is at its end (partitions that got nothing
-/// need no commit).
-fn all_committed(env: &Env, s: &ConsumerSetup, partitions: i32, ends: &Ends) -> Result<bool> {
-    let got = committed(env, &s.group, &s.topic, partitions)?;
-    Ok((0..partitions).all(|p| {
-        let end = ends.get(&p).copied().unwrap_or(0);
-        end == 0 || got.get(&p).copied() == Some(end)
-    }))
-}
-
-/// Waits until every partition's committed offset is at its end.
-async fn wait_committed(
-    env: &Env,
-    s: &ConsumerSetup,
-    partitions: i32,
-    ends: &Ends,
-    timeout: Duration,
-) -> Result<()> {
-    let (env2, s2, ends2) = (env.clone(), s.clone(), ends.clone());
-    wait_until(
-        timeout,
-        "committed offsets at the end of every partition",
-        move || {
-            let (env, s, ends) = (env2.clone(), s2.clone(), ends2.clone());
-            async move {
-                tokio::task::spawn_blocking(move || all_committed(&env, &s, partitions, &ends))
-                    .await?
-            }
-        },
-    )
-    .await
-    .map_err(|e| {
-        let got = committed(env, &s.group, &s.topic, partitions);
-        e.context(format!("committed {got:?}, ends {ends:?}"))
-    })
 }
 
 /// The exact-content checks every test ends with.
@@ -90,18 +53,6 @@ async fn assert_exact(env: &Env, s: &ConsumerSetup, plan: &Plan) -> Result<()> {
         landed == plan.unique,
         "landed payments differ from the unique payments published"
     );
-    Ok(())
-}
-
-fn offsets_at_end(env: &Env, s: &ConsumerSetup, partitions: i32, ends: &Ends) -> Result<()> {
-    let got = committed(env, &s.group, &s.topic, partitions)?;
-    for (p, end) in ends {
-        ensure!(
-            got.get(p) == Some(end),
-            "partition {p}: committed {:?}, end {end}",
-            got.get(p)
-        );
-    }
     Ok(())
 }
 
@@ -475,7 +426,7 @@ async fn v2_writer_schema_with_an_added_optional_field_decodes_and_lands() -> Re
     let v2_rows = ch_u64(
         &env,
         &format!(
-            "SELECT count() FROM {}.qris_payments WHERE schema_id = 2",
+            "SELECT count() FROM {}.qris_payments WHERE schema_id = 12",
             s.database
         ),
     )
@@ -494,7 +445,7 @@ async fn confluent_registry_over_rest_with_an_outage_and_an_unknown_id() -> Resu
     let env = Env::from_env();
     let schemas: BTreeMap<u32, String> = [
         (1, umkm_e2e::traffic::V1.to_string()),
-        (2, umkm_e2e::traffic::V2.to_string()),
+        (umkm_e2e::traffic::V2_ID, umkm_e2e::traffic::V2.to_string()),
     ]
     .into_iter()
     .collect();
@@ -519,7 +470,7 @@ async fn confluent_registry_over_rest_with_an_outage_and_an_unknown_id() -> Resu
     assert_exact(&env, &s, &plan).await?;
     read_dlq_exactly(&env, &s.dlq_topic, plan.bad_total())?;
     let requests = log.lock().map(|l| l.clone()).unwrap_or_default();
-    for id in ["/schemas/ids/1", "/schemas/ids/2", "/schemas/ids/999"] {
+    for id in ["/schemas/ids/1", "/schemas/ids/12", "/schemas/ids/999"] {
         ensure!(
             requests.iter().any(|p| p == id),
             "registry never asked for {id}: {requests:?}"

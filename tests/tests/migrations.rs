@@ -24,6 +24,24 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
     // Twice: applying again must be harmless.
     let once = statements.clone();
     statements.extend(once);
+    let migration_statements = statements.len();
+    // The canonical views on current ClickHouse: a merchant whose versions arrive out of order,
+    // registered with an NMID and an acquirer merchant id; one QRIS and one card payment that
+    // report other regions and MCCs; and one payment of an unregistered merchant.
+    statements.extend(
+        [
+            "INSERT INTO umkm_chdb.merchant_events (dedup_key, merchant_id, version, event_time, event_date, merchant_refs, sector, region_code, province_code, kab_kota_code, kecamatan_code) VALUES \
+             ('k2', 'NIB-1', 2, '2025-06-02 00:00:00', '2025-06-02', ['NMID:ID1024000012345', 'MID:93600008:BJB1'], 'fashion', '36.04.19', '36', '36.04', '36.04.19')",
+            "INSERT INTO umkm_chdb.merchant_events (dedup_key, merchant_id, version, event_time, event_date, merchant_refs, sector, region_code, province_code, kab_kota_code, kecamatan_code) VALUES \
+             ('k1', 'NIB-1', 1, '2025-06-01 00:00:00', '2025-06-01', ['NMID:ID1024000012345'], 'crafts', '36.04', '36', '36.04', '')",
+            "INSERT INTO umkm_chdb.qris_payments (dedup_key, nmid, qr_mode, sector, region_code, kab_kota_code, amount_idr, status, event_date) VALUES \
+             ('q1', 'ID1024000012345', 'mpm_static', 'retail_general', '36.74', '36.74', 25000, 'success', '2025-06-03'), \
+             ('q2', 'ID1099999999999', 'cpm', 'food_beverage', '36.71', '36.71', 10000, 'success', '2025-06-03')",
+            "INSERT INTO umkm_chdb.noncash_payments (dedup_key, instrument, merchant_ref, sector, region_code, kab_kota_code, amount_idr, status, event_date) VALUES \
+             ('c1', 'debit_card', 'MID:93600008:BJB1', 'retail_food', '36.03', '36.03', 450000, 'success', '2025-06-03')",
+        ]
+        .map(String::from),
+    );
     let dir = std::env::temp_dir().join(unique("chdb"));
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("migrations.sql");
@@ -35,6 +53,15 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
         .arg("SELECT count() FROM umkm_chdb.ref_regions=201")
         .arg("SELECT count() FROM umkm_chdb.ref_regions WHERE level = 'kecamatan'=155")
         .arg("SELECT sector FROM umkm_chdb.ref_mcc_sector WHERE mcc = '5948'=\"fashion\"")
+        .arg("SELECT count() FROM umkm_chdb.ref_kbli_sector=93")
+        .arg("SELECT sector FROM umkm_chdb.ref_kbli_sector WHERE kbli_prefix = '10722'=\"food_processing\"")
+        .arg("SELECT version, sector FROM umkm_chdb.v_merchants_current=2,\"fashion\"")
+        .arg(
+            "SELECT channel, instrument, merchant_key, region_code, sector FROM umkm_chdb.v_payments ORDER BY channel, merchant_key \
+             =\"card\",\"debit_card\",\"NIB-1\",\"36.04.19\",\"fashion\"\n\
+             \"qris\",\"qris_mpm_static\",\"NIB-1\",\"36.04.19\",\"fashion\"\n\
+             \"qris\",\"qris_cpm\",\"NMID:ID1099999999999\",\"36.71\",\"food_beverage\"",
+        )
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(
@@ -49,8 +76,8 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
         .unwrap_or(0);
     ensure!(major >= 24, "chDB is not a current ClickHouse: {stdout}");
     println!(
-        "chdb: {} statements ran twice; {}",
-        statements.len() / 2,
+        "chdb: {} statements ran twice, then the canonical views over sample rows; {}",
+        migration_statements / 2,
         stdout.trim().replace('\n', " ")
     );
     Ok(())

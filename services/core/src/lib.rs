@@ -1,6 +1,6 @@
 //! Pure core of umkm-pulse. Everything here is deterministic and testable without a broker or a
-//! database: the Confluent wire format, Avro decoding with a pinned reader schema, the QRIS
-//! validation rules and normaliser, reference data (regions, MCC → sector), the dedup keys,
+//! database: the Confluent wire format, Avro decoding with a pinned reader schema, shared field checks,
+//! reference data (regions, MCC → sector, KBLI → sector), the dedup keys,
 //! the batching policy, ClickHouse error classification and migration rendering.
 
 pub mod amount;
@@ -8,7 +8,9 @@ pub mod avro;
 pub mod batch;
 pub mod chclass;
 pub mod dedup;
+pub mod fields;
 pub mod migrations;
+pub mod payment;
 pub mod pii;
 pub mod reference;
 pub mod time;

@@ -36,6 +36,12 @@ pub const ALL: &[Migration] = &[
     migration!(2, "0002_qris_insert_dedup_window"),
     migration!(3, "0003_reference_regions"),
     migration!(4, "0004_reference_mcc_sector"),
+    migration!(5, "0005_reference_kbli_sector"),
+    migration!(6, "0006_noncash_payments"),
+    migration!(7, "0007_noncash_insert_dedup_window"),
+    migration!(8, "0008_merchant_events"),
+    migration!(9, "0009_merchant_insert_dedup_window"),
+    migration!(10, "0010_canonical_views"),
 ];
 
 /// Creates the database and the migrations ledger; run before any migration.

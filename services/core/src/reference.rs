@@ -1,6 +1,7 @@
 //! Reference data shipped with the project (`schemas/reference/`): Kemendagri region codes
 //! (all 38 provinces; Banten's kab/kota and kecamatan, Kepmendagri 300.2.2-2138/2025) and the
-//! MCC → sector mapping (v1). The same files are loaded into ClickHouse by the migrations.
+//! MCC → sector and KBLI 2020 → sector mappings (v1). The same files are loaded into ClickHouse
+//! by the migrations.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -13,6 +14,8 @@ pub const PROVINCES_CSV: &str =
 pub const MCC_SECTOR_CSV: &str = include_str!("../../../schemas/reference/mcc_sector_v1.csv");
 pub const REGIONS_VERSION: &str = "kepmendagri-300.2.2-2138-2025";
 pub const MCC_SECTOR_VERSION: &str = "mcc-sector-v1";
+pub const KBLI_SECTOR_CSV: &str = include_str!("../../../schemas/reference/kbli_sector_v1.csv");
+pub const KBLI_SECTOR_VERSION: &str = "kbli-sector-v1";
 pub const BANTEN: &str = "36";
 pub const UNKNOWN_SECTOR: &str = "unknown";
 
@@ -147,9 +150,61 @@ pub fn sector_for_mcc(mcc: &str) -> &'static str {
         .unwrap_or(UNKNOWN_SECTOR)
 }
 
+/// Splits a reference CSV line into `n` fields; the last may be double-quoted and hold commas.
+fn csv_fields(line: &str, n: usize) -> Option<Vec<&str>> {
+    let f: Vec<&str> = line.splitn(n, ',').collect();
+    (f.len() == n).then(|| f.into_iter().map(|x| x.trim().trim_matches('"')).collect())
+}
+
+/// KBLI prefix (2-5 digits) → (KBLI section letter, sector).
+fn kbli_map() -> &'static HashMap<String, (String, String)> {
+    static M: OnceLock<HashMap<String, (String, String)>> = OnceLock::new();
+    M.get_or_init(|| {
+        KBLI_SECTOR_CSV
+            .lines()
+            .skip(1)
+            .filter_map(|l| csv_fields(l, 4))
+            .map(|f| (f[0].to_string(), (f[1].to_string(), f[2].to_string())))
+            .collect()
+    })
+}
+
+/// KBLI 2020 section letter and sector of a 5-digit KBLI code per `kbli_sector_v1.csv` (the
+/// longest listed prefix wins: `10722` gula aren is `food_processing`, `13134` batik is
+/// `crafts` while the rest of division 13 is `fashion`). `None` when no prefix is listed.
+pub fn kbli_sector(code: &str) -> Option<(&'static str, &'static str)> {
+    let m = kbli_map();
+    (2..=code.len().min(5))
+        .rev()
+        .find_map(|n| code.get(..n).and_then(|p| m.get(p)))
+        .map(|(sec, sector)| (sec.as_str(), sector.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kbli_sectors() {
+        assert_eq!(kbli_sector("10722"), Some(("C", "food_processing")));
+        assert_eq!(kbli_sector("13134"), Some(("C", "crafts")));
+        assert_eq!(kbli_sector("13121"), Some(("C", "fashion")));
+        assert_eq!(kbli_sector("56102"), Some(("I", "food_beverage")));
+        assert_eq!(kbli_sector("47111"), Some(("G", "retail_food")));
+        assert_eq!(kbli_sector("47854"), Some(("G", "fashion")));
+        assert_eq!(kbli_sector("47999"), Some(("G", "retail_general")));
+        assert_eq!(kbli_sector("96111"), Some(("S", "personal_services")));
+        assert_eq!(kbli_sector("19000"), None);
+        // Every listed prefix is 2-5 digits with a section letter and a sector.
+        for (k, (sec, sector)) in kbli_map() {
+            assert!(
+                (2..=5).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_digit()),
+                "{k}"
+            );
+            assert!(sec.len() == 1 && !sector.is_empty(), "{k}");
+        }
+        assert!(kbli_map().len() > 80);
+    }
 
     #[test]
     fn banten_reference_is_complete() {
@@ -313,6 +368,47 @@ pub fn mcc_sector_migration_sql() -> String {
     )
 }
 
+/// Migration 0005: KBLI 2020 prefix → section and sector (v1), generated from
+/// `kbli_sector_v1.csv` like 0003.
+pub fn kbli_sector_migration_sql() -> String {
+    let tuples: Vec<String> = KBLI_SECTOR_CSV
+        .lines()
+        .skip(1)
+        .filter_map(|l| csv_fields(l, 4))
+        .map(|f| {
+            format!(
+                "    ({}, {}, {}, {})",
+                sql_str(f[0]),
+                sql_str(f[1]),
+                sql_str(f[2]),
+                sql_str(f[3])
+            )
+        })
+        .collect();
+    format!(
+        "-- GENERATED from schemas/reference/kbli_sector_v1.csv by\n\
+         -- umkm_core::reference::kbli_sector_migration_sql (regenerate: UMKM_REGEN=1 cargo test -p\n\
+         -- umkm-core reference). Do not edit by hand. A KBLI code maps by its longest listed prefix.\n\
+         CREATE TABLE IF NOT EXISTS ${{database}}.ref_kbli_sector ${{on_cluster}}\n\
+         (\n\
+         \x20   version String COMMENT 'mapping version',\n\
+         \x20   kbli_prefix String COMMENT 'KBLI 2020 code prefix, 2 (golongan pokok) to 5 (kelompok) digits',\n\
+         \x20   kbli_section String COMMENT 'KBLI 2020 kategori letter A-U',\n\
+         \x20   sector String COMMENT 'umkm-pulse sector (the sector column of the fact tables)',\n\
+         \x20   description String,\n\
+         \x20   loaded_at DateTime('UTC')\n\
+         )\n\
+         ENGINE = ${{replicated}}ReplacingMergeTree(loaded_at)\n\
+         ORDER BY (version, kbli_prefix);\n\
+         INSERT INTO ${{database}}.ref_kbli_sector (version, kbli_prefix, kbli_section, sector, description, loaded_at)\n\
+         SELECT {ver}, tupleElement(r, 1), tupleElement(r, 2), tupleElement(r, 3), tupleElement(r, 4), now()\n\
+         FROM (SELECT arrayJoin([\n{rows}\n]) AS r)\n\
+         WHERE ({ver}, tupleElement(r, 1)) NOT IN (SELECT version, kbli_prefix FROM ${{database}}.ref_kbli_sector);\n",
+        ver = sql_str(KBLI_SECTOR_VERSION),
+        rows = tuples.join(",\n"),
+    )
+}
+
 #[cfg(test)]
 mod generated {
     use super::*;
@@ -335,6 +431,10 @@ mod generated {
     fn reference_migrations_match_the_csvs() {
         check("0003_reference_regions.sql", regions_migration_sql());
         check("0004_reference_mcc_sector.sql", mcc_sector_migration_sql());
+        check(
+            "0005_reference_kbli_sector.sql",
+            kbli_sector_migration_sql(),
+        );
         // 38 provinces + 8 kab/kota + 155 kecamatan
         assert_eq!(
             regions_migration_sql().matches("\n    ('").count(),

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use umkm_core::Invalid;
 use umkm_core::amount;
 use umkm_core::dedup::Key;
+use umkm_core::fields::{all_digits, is_nmid, opt};
+pub use umkm_core::payment::PaymentStatus;
 use umkm_core::pii::PiiHasher;
 use umkm_core::reference;
 use umkm_core::time::{EventTime, days_since_epoch};
@@ -42,26 +44,6 @@ pub enum QrMode {
     MpmDynamic,
     Cpm,
     Ttm,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PaymentStatus {
-    Success,
-    Refunded,
-    Cancelled,
-    Failed,
-}
-
-impl PaymentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentStatus::Success => "success",
-            PaymentStatus::Refunded => "refunded",
-            PaymentStatus::Cancelled => "cancelled",
-            PaymentStatus::Failed => "failed",
-        }
-    }
 }
 
 /// `schemas/avro/qris_payment.avsc` v1, field for field.
@@ -142,14 +124,6 @@ pub fn keys(nmid: &str, rrn: &str, amount_sen: i64, wib_date: &str, status: &str
     (payment, dedup)
 }
 
-fn all_digits(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-fn opt(s: &Option<String>) -> String {
-    s.as_deref().map(str::trim).unwrap_or("").to_string()
-}
-
 pub struct Qris {
     hasher: PiiHasher,
 }
@@ -177,7 +151,7 @@ impl Qris {
                 format!("rrn {:?} is not 12 alphanumeric characters", e.rrn),
             ));
         }
-        let nmid_ok = e.nmid.len() == 15 && e.nmid.starts_with("ID") && all_digits(&e.nmid[2..]);
+        let nmid_ok = is_nmid(&e.nmid);
         if !nmid_ok {
             bad.push(Invalid::new(
                 "nmid_format",

@@ -253,6 +253,7 @@ impl Default for ShutdownSettings {
 pub struct ServiceDefaults {
     pub topic: &'static str,
     pub group_id: &'static str,
+    pub dlq_topic: &'static str,
 }
 
 /// Loads settings from defaults, an optional file and the environment (`env` is passed in so
@@ -264,6 +265,7 @@ pub fn load(
 ) -> Result<Settings, String> {
     let mut base = Settings::default();
     base.kafka.topic = defaults.topic.into();
+    base.kafka.dlq_topic = defaults.dlq_topic.into();
     base.kafka.group_id = defaults.group_id.into();
     let mut b = config::Config::builder()
         .add_source(config::Config::try_from(&base).map_err(|e| e.to_string())?);
@@ -506,6 +508,7 @@ mod tests {
         ServiceDefaults {
             topic: "payments.qris.v1",
             group_id: "qris-consumer",
+            dlq_topic: "payments.dlq",
         }
     }
 

@@ -44,6 +44,9 @@ pub trait Family: Sized + Send + Sync + 'static {
     const TABLE: &'static str;
     const DEFAULT_TOPIC: &'static str;
     const DEFAULT_GROUP: &'static str;
+    /// Dead-letter topic; the payment families share `payments.dlq` (records carry their
+    /// service and source topic in headers).
+    const DEFAULT_DLQ_TOPIC: &'static str = "payments.dlq";
     /// The pinned reader schema (Avro JSON).
     const READER_SCHEMA: &'static str;
 

@@ -68,6 +68,7 @@ pub fn main_for<F: Family>() -> ExitCode {
     let defaults = ServiceDefaults {
         topic: F::DEFAULT_TOPIC,
         group_id: F::DEFAULT_GROUP,
+        dlq_topic: F::DEFAULT_DLQ_TOPIC,
     };
     let settings = match config::load(&defaults, file.as_deref(), &env) {
         Ok(s) => s,

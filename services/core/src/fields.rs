@@ -1,0 +1,54 @@
+//! Small field checks and normalisers shared by the event contracts.
+
+/// Non-empty and ASCII digits only.
+pub fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Non-empty, at most `max` bytes, ASCII letters, digits and `-`, `_`, `.`, `:`, `/` only
+/// (identifiers that end up in keys and joins).
+pub fn id_like(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/'))
+}
+
+/// National Merchant ID: `ID` followed by 13 digits.
+pub fn is_nmid(s: &str) -> bool {
+    s.len() == 15 && s.starts_with("ID") && all_digits(&s[2..])
+}
+
+/// An optional string, trimmed; empty when absent.
+pub fn opt(s: &Option<String>) -> String {
+    s.as_deref().map(str::trim).unwrap_or("").to_string()
+}
+
+/// The canonical merchant reference a payment carries, before the registry resolves it to a
+/// merchant id (see `v_payments`): `NMID:<nmid>` for QRIS (and for non-cash payments that
+/// report the NMID), `MID:<acquirer id>:<acquirer merchant id>` otherwise.
+pub fn nmid_ref(nmid: &str) -> String {
+    format!("NMID:{nmid}")
+}
+
+pub fn mid_ref(acquirer_id: &str, merchant_id: &str) -> String {
+    format!("MID:{acquirer_id}:{merchant_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks() {
+        assert!(all_digits("0123") && !all_digits("") && !all_digits("12a"));
+        assert!(id_like("UMKM-3604-000001", 64) && !id_like("a b", 64) && !id_like("", 4));
+        assert!(!id_like("abcde", 4));
+        assert!(
+            is_nmid("ID1020000000001") && !is_nmid("ID102000000000") && !is_nmid("XX1020000000001")
+        );
+        assert_eq!(opt(&Some(" x ".into())), "x");
+        assert_eq!(opt(&None), "");
+        assert_eq!(mid_ref("93600008", "M1"), "MID:93600008:M1");
+    }
+}

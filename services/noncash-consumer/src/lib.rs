@@ -1,0 +1,389 @@
+//! Non-QRIS digital payments: the `payments.noncash.v1` contract (debit and credit card,
+//! e-money, e-wallet, bank transfer, virtual account), its rules and the `noncash_payments`
+//! row. The shared runtime does the rest.
+//!
+//! Deduplication (README "Deduplication"): one row per payment and status. The payment is
+//! identified by (acquirer id, acquirer merchant id, reference number, amount in sen, WIB date):
+//! the issuer's, the acquirer's and a gateway's report of one payment, and any redelivery, share
+//! it. Within one batch the acquirer's report wins, then the gateway's, then the issuer's.
+
+use serde::{Deserialize, Serialize};
+use umkm_core::Invalid;
+use umkm_core::amount;
+use umkm_core::dedup::Key;
+use umkm_core::fields::{all_digits, id_like, is_nmid, mid_ref, nmid_ref, opt};
+pub use umkm_core::payment::PaymentStatus;
+use umkm_core::pii::PiiHasher;
+use umkm_core::reference;
+use umkm_core::time::{EventTime, days_since_epoch};
+use umkm_runtime::config::Validated;
+use umkm_runtime::family::{Family, MessageMeta, Processed};
+
+pub const READER_SCHEMA: &str = include_str!("../../../schemas/avro/noncash_payment.avsc");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProviderRole {
+    Issuer,
+    Acquirer,
+    Gateway,
+}
+
+impl ProviderRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderRole::Issuer => "issuer",
+            ProviderRole::Acquirer => "acquirer",
+            ProviderRole::Gateway => "gateway",
+        }
+    }
+
+    /// Within one batch the highest wins: the acquirer owns the merchant data.
+    fn priority(self) -> u8 {
+        match self {
+            ProviderRole::Acquirer => 3,
+            ProviderRole::Gateway => 2,
+            ProviderRole::Issuer => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Instrument {
+    DebitCard,
+    CreditCard,
+    Emoney,
+    Ewallet,
+    BankTransfer,
+    VirtualAccount,
+}
+
+impl Instrument {
+    /// The `instrument` column value (also `v_payments.instrument`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Instrument::DebitCard => "debit_card",
+            Instrument::CreditCard => "credit_card",
+            Instrument::Emoney => "emoney",
+            Instrument::Ewallet => "ewallet",
+            Instrument::BankTransfer => "bank_transfer",
+            Instrument::VirtualAccount => "virtual_account",
+        }
+    }
+}
+
+/// `schemas/avro/noncash_payment.avsc` v1, field for field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoncashPayment {
+    pub event_id: String,
+    pub provider_id: String,
+    pub provider_role: ProviderRole,
+    pub instrument: Instrument,
+    pub reference_number: String,
+    pub approval_code: Option<String>,
+    pub provider_reference: Option<String>,
+    pub partner_reference: Option<String>,
+    pub issuer_id: Option<String>,
+    pub acquirer_id: String,
+    pub merchant_id: String,
+    pub terminal_id: Option<String>,
+    pub nmid: Option<String>,
+    pub mcc: String,
+    pub merchant_name: String,
+    pub region_code: String,
+    pub amount: String,
+    pub currency: String,
+    pub status: PaymentStatus,
+    pub event_time: i64,
+    pub masked_account: Option<String>,
+}
+
+/// One row of `noncash_payments` (schemas/clickhouse/0006_noncash_payments.sql), column for
+/// column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row)]
+pub struct NoncashRow {
+    pub dedup_key: String,
+    pub payment_key: String,
+    pub event_id: String,
+    pub provider_id: String,
+    pub provider_role: String,
+    pub instrument: String,
+    pub reference_number: String,
+    pub approval_code: String,
+    pub provider_reference: String,
+    pub partner_reference: String,
+    pub issuer_id: String,
+    pub acquirer_id: String,
+    pub merchant_id: String,
+    pub terminal_id: String,
+    pub nmid: String,
+    pub merchant_ref: String,
+    pub mcc: String,
+    pub sector: String,
+    pub merchant_name: String,
+    pub region_code: String,
+    pub province_code: String,
+    pub kab_kota_code: String,
+    pub kecamatan_code: String,
+    pub amount_idr: i64,
+    pub amount_minor: u8,
+    pub currency: String,
+    pub status: String,
+    pub event_time: u32,
+    pub event_time_ms: i64,
+    pub event_date: u16,
+    pub payer_hash: String,
+    pub schema_id: u32,
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub ingested_at: u32,
+}
+
+/// The Kafka message key of a report: `<acquirer_id>:<merchant_id>`, so that every report of
+/// a merchant's payments shares a partition.
+pub fn message_key(acquirer_id: &str, merchant_id: &str) -> String {
+    format!("{acquirer_id}:{merchant_id}")
+}
+
+/// Payment identity (without status) and dedup key (with status).
+pub fn keys(
+    acquirer_id: &str,
+    merchant_id: &str,
+    reference: &str,
+    amount_sen: i64,
+    wib_date: &str,
+    status: &str,
+) -> (Key, Key) {
+    let amount = amount_sen.to_string();
+    let id = [acquirer_id, merchant_id, reference, &amount, wib_date];
+    let payment = Key::of("noncash-payment-v1", &id);
+    let dedup = Key::of(
+        "noncash-v1",
+        &[
+            acquirer_id,
+            merchant_id,
+            reference,
+            &amount,
+            wib_date,
+            status,
+        ],
+    );
+    (payment, dedup)
+}
+
+pub struct Noncash {
+    hasher: PiiHasher,
+}
+
+impl Noncash {
+    pub fn new(hasher: PiiHasher) -> Self {
+        Self { hasher }
+    }
+
+    /// Every validation rule; returns all that fail.
+    pub fn validate(&self, e: &NoncashPayment, meta: &MessageMeta<'_>) -> Vec<Invalid> {
+        let mut bad = Vec::new();
+        if e.event_id.trim().is_empty() || e.event_id.len() > 128 {
+            bad.push(Invalid::new(
+                "event_id",
+                "event_id must be 1-128 characters",
+            ));
+        }
+        if e.provider_id.trim().is_empty() {
+            bad.push(Invalid::new("provider_id", "provider_id is empty"));
+        }
+        if !id_like(&e.reference_number, 64) {
+            bad.push(Invalid::new(
+                "reference_format",
+                format!(
+                    "reference_number {:?} is not 1-64 characters of [A-Za-z0-9-_.:/]",
+                    e.reference_number
+                ),
+            ));
+        }
+        if !(e.acquirer_id.len() >= 3 && id_like(&e.acquirer_id, 16)) {
+            bad.push(Invalid::new(
+                "acquirer_id_format",
+                format!("acquirer_id {:?} is not 3-16 id characters", e.acquirer_id),
+            ));
+        }
+        if !id_like(&e.merchant_id, 32) {
+            bad.push(Invalid::new(
+                "merchant_id_format",
+                format!(
+                    "merchant_id {:?} is not 1-32 characters of [A-Za-z0-9-_.:/]",
+                    e.merchant_id
+                ),
+            ));
+        }
+        let want_key = message_key(&e.acquirer_id, &e.merchant_id);
+        match meta.key {
+            Some(k) if k == want_key.as_bytes() => {}
+            Some(k) => bad.push(Invalid::new(
+                "key_mismatch",
+                format!(
+                    "message key {:?} is not {want_key:?} (acquirer_id:merchant_id; all reports of a merchant must share a partition)",
+                    String::from_utf8_lossy(k)
+                ),
+            )),
+            None => bad.push(Invalid::new(
+                "key_missing",
+                "message has no key; the key must be acquirer_id:merchant_id",
+            )),
+        }
+        if let Some(t) = &e.terminal_id
+            && !t.is_empty()
+            && !id_like(t, 16)
+        {
+            bad.push(Invalid::new(
+                "terminal_id_format",
+                "terminal_id is not 1-16 id characters",
+            ));
+        }
+        if let Some(n) = &e.nmid
+            && !is_nmid(n)
+        {
+            bad.push(Invalid::new(
+                "nmid_format",
+                format!("nmid {n:?} is not 'ID' followed by 13 digits"),
+            ));
+        }
+        if !(e.mcc.len() == 4 && all_digits(&e.mcc)) {
+            bad.push(Invalid::new(
+                "mcc_format",
+                format!("mcc {:?} is not 4 digits", e.mcc),
+            ));
+        }
+        if e.merchant_name.trim().is_empty() {
+            bad.push(Invalid::new("merchant_name", "merchant_name is empty"));
+        }
+        if let Err(i) = reference::check_region(&e.region_code) {
+            bad.push(i);
+        }
+        if let Err(i) = amount::parse_idr(&e.amount) {
+            bad.push(i);
+        }
+        if !matches!(e.currency.trim(), "IDR" | "360") {
+            bad.push(Invalid::new(
+                "currency",
+                format!("currency {:?} is not IDR (360)", e.currency),
+            ));
+        }
+        if let Err(i) = EventTime::check(e.event_time, meta.now_ms) {
+            bad.push(i);
+        }
+        bad
+    }
+
+    pub fn normalise(
+        &self,
+        e: NoncashPayment,
+        meta: &MessageMeta<'_>,
+    ) -> Result<Processed<NoncashRow>, Vec<Invalid>> {
+        let bad = self.validate(&e, meta);
+        if !bad.is_empty() {
+            return Err(bad);
+        }
+        let (Ok(region), Ok(amount), Ok(t)) = (
+            reference::check_region(&e.region_code),
+            amount::parse_idr(&e.amount),
+            EventTime::check(e.event_time, meta.now_ms),
+        ) else {
+            return Err(vec![Invalid::new("internal", "re-validation failed")]);
+        };
+        let date = t.wib_date();
+        let date_s = date.format("%Y-%m-%d").to_string();
+        let status = e.status.as_str();
+        let (payment_key, dedup_key) = keys(
+            &e.acquirer_id,
+            &e.merchant_id,
+            &e.reference_number,
+            amount.total_sen(),
+            &date_s,
+            status,
+        );
+        let event_date = days_since_epoch(date);
+        let nmid = opt(&e.nmid);
+        let merchant_ref = if nmid.is_empty() {
+            mid_ref(&e.acquirer_id, &e.merchant_id)
+        } else {
+            nmid_ref(&nmid)
+        };
+        let row = NoncashRow {
+            dedup_key: dedup_key.hex(),
+            payment_key: payment_key.hex(),
+            provider_role: e.provider_role.as_str().into(),
+            instrument: e.instrument.as_str().into(),
+            approval_code: opt(&e.approval_code),
+            provider_reference: opt(&e.provider_reference),
+            partner_reference: opt(&e.partner_reference),
+            issuer_id: opt(&e.issuer_id),
+            terminal_id: opt(&e.terminal_id),
+            nmid,
+            merchant_ref,
+            sector: reference::sector_for_mcc(&e.mcc).into(),
+            merchant_name: e.merchant_name.trim().to_string(),
+            region_code: region.code,
+            province_code: region.province,
+            kab_kota_code: region.kab_kota,
+            kecamatan_code: region.kecamatan,
+            amount_idr: amount.whole,
+            amount_minor: amount.sen,
+            currency: "IDR".into(),
+            status: status.into(),
+            event_time: t.utc_secs(),
+            event_time_ms: t.utc_ms,
+            event_date,
+            payer_hash: e
+                .masked_account
+                .as_deref()
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| self.hasher.hash(p))
+                .unwrap_or_default(),
+            schema_id: meta.schema_id,
+            source_topic: meta.topic.into(),
+            source_partition: meta.partition,
+            source_offset: meta.offset,
+            ingested_at: meta.now_secs,
+            event_id: e.event_id,
+            provider_id: e.provider_id,
+            reference_number: e.reference_number,
+            acquirer_id: e.acquirer_id,
+            merchant_id: e.merchant_id,
+            mcc: e.mcc,
+        };
+        Ok(Processed {
+            key: dedup_key,
+            priority: e.provider_role.priority(),
+            event_date,
+            row,
+        })
+    }
+}
+
+impl Family for Noncash {
+    type Event = NoncashPayment;
+    type Row = NoncashRow;
+    const SERVICE: &'static str = "noncash-consumer";
+    const TABLE: &'static str = "noncash_payments";
+    const DEFAULT_TOPIC: &'static str = "payments.noncash.v1";
+    const DEFAULT_GROUP: &'static str = "umkm-noncash-consumer";
+    const READER_SCHEMA: &'static str = READER_SCHEMA;
+
+    fn build(v: &Validated) -> Result<Self, String> {
+        Ok(Self::new(PiiHasher::new(v.pii_key.0.as_bytes())?))
+    }
+
+    fn process(
+        &self,
+        event: NoncashPayment,
+        meta: &MessageMeta<'_>,
+    ) -> Result<Processed<NoncashRow>, Vec<Invalid>> {
+        self.normalise(event, meta)
+    }
+}
+
+#[cfg(test)]
+mod tests;
