@@ -447,12 +447,47 @@ async fn qris_and_card_payments_resolve_to_one_merchant_even_when_it_registers_l
     )
     .await?;
     let mid = merchant_traffic::merchant_id(i);
-    ensure!(
-        cur.trim() == format!("{mid}\t3\t36.04.19\tfashion\tUMKM {i} v3"),
-        "current state {cur:?}"
-    );
+    let want_current = format!("{mid}\t3\t36.04.19\tfashion\tUMKM {i} v3");
+    ensure!(cur.trim() == want_current, "current state {cur:?}");
     let hist = ch_u64(&env, &format!("SELECT count() FROM {db}.merchant_events")).await?;
     ensure!(hist == 3, "{hist} history rows");
+
+    // An acquirer reports version 3 too, dated two days earlier and with another region, to a
+    // restarted consumer (nothing in its memory): the same (merchant_id, version) is found in
+    // ClickHouse at another event_date and dropped as a duplicate.
+    let mut mc = mc;
+    ensure!(mc.terminate(Duration::from_secs(30))? == 0);
+    let mc = ConsumerProc::start(&env, &ms, "m2")?;
+    let mut acq_v3 =
+        merchant_traffic::event(i, 3, Updated, "36.01.01", "56102", now - 2 * 86_400_000);
+    acq_v3.source_type = merchant_consumer::SourceType::Acquirer;
+    acq_v3.source_id = "93600008".into();
+    let dup = vec![(
+        Some(acq_v3.merchant_id.clone().into_bytes()),
+        encode(&mv1, 3, &acq_v3)?,
+    )];
+    deliver(&env, &ms, &mc, &dup, &mut me).await?;
+    let hist = ch_u64(&env, &format!("SELECT count() FROM {db}.merchant_events")).await?;
+    ensure!(
+        hist == 3,
+        "{hist} history rows after the acquirer's copy of version 3"
+    );
+    let found = mc
+        .metric("umkm_duplicates_total{stage=\"clickhouse\"")
+        .await;
+    ensure!(found == 1.0, "duplicates found in ClickHouse: {found}");
+
+    let cur = ch(
+        &env,
+        &format!(
+            "SELECT merchant_id, version, region_code, sector, business_name FROM {db}.v_merchants_current FORMAT TabSeparated"
+        ),
+    )
+    .await?;
+    ensure!(
+        cur.trim() == want_current,
+        "current state after the duplicate {cur:?}"
+    );
 
     // 3. Both payments now carry the registered merchant's key, region and sector; the payment
     //    of the unregistered merchant keeps its own.

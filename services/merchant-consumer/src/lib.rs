@@ -357,6 +357,8 @@ impl Family for Merchants {
     const DEFAULT_TOPIC: &'static str = "merchants.registry.v1";
     const DEFAULT_GROUP: &'static str = "umkm-merchant-consumer";
     const DEFAULT_DLQ_TOPIC: &'static str = "merchants.dlq";
+    /// Two publishers may report one version with different event times (dates).
+    const KEY_DETERMINES_DATE: bool = false;
     const READER_SCHEMA: &'static str = READER_SCHEMA;
 
     fn build(_: &Validated) -> Result<Self, String> {

@@ -47,6 +47,11 @@ pub trait Family: Sized + Send + Sync + 'static {
     /// Dead-letter topic; the payment families share `payments.dlq` (records carry their
     /// service and source topic in headers).
     const DEFAULT_DLQ_TOPIC: &'static str = "payments.dlq";
+    /// Whether equal dedup keys always have equal `event_date`s (true when the date is part of
+    /// the key, as for payments). Then the ClickHouse dedup lookup reads only the batch's dates
+    /// on the primary index; otherwise it checks the key at every date (fine for small tables
+    /// such as the merchant registry).
+    const KEY_DETERMINES_DATE: bool = true;
     /// The pinned reader schema (Avro JSON).
     const READER_SCHEMA: &'static str;
 

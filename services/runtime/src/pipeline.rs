@@ -688,7 +688,12 @@ impl<F: Family> Pipeline<F> {
                 .collect();
             let existing = self
                 .sink
-                .existing_keys(F::TABLE, &keys, self.v.s.dedup.lookup_chunk)
+                .existing_keys(
+                    F::TABLE,
+                    &keys,
+                    self.v.s.dedup.lookup_chunk,
+                    F::KEY_DETERMINES_DATE,
+                )
                 .await
                 .map_err(FlushError::Sink)?;
             if !existing.is_empty() {

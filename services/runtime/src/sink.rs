@@ -219,28 +219,32 @@ impl Sink {
     }
 
     /// Which of `keys` (hex dedup keys with their `event_date` in days) are already in `table`.
+    /// With `by_date` the lookup is restricted to the keys' dates (the primary index prefix);
+    /// families whose key does not determine the date look at every date.
     pub async fn existing_keys(
         &self,
         table: &str,
         keys: &[(u16, String)],
         chunk: usize,
+        by_date: bool,
     ) -> Result<HashSet<String>, SinkError> {
         let mut found = HashSet::new();
         for part in keys.chunks(chunk.max(1)) {
-            let dates: std::collections::BTreeSet<u16> = part.iter().map(|(d, _)| *d).collect();
-            let mut sql = format!(
-                "SELECT dedup_key FROM {}.{} WHERE event_date IN (",
-                self.database, table
-            );
-            for (i, d) in dates.iter().enumerate() {
-                if i > 0 {
-                    sql.push(',');
+            let mut sql = format!("SELECT dedup_key FROM {}.{} WHERE ", self.database, table);
+            if by_date {
+                let dates: std::collections::BTreeSet<u16> = part.iter().map(|(d, _)| *d).collect();
+                sql.push_str("event_date IN (");
+                for (i, d) in dates.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(',');
+                    }
+                    sql.push('\'');
+                    sql.push_str(&umkm_core::time::date_string(*d));
+                    sql.push('\'');
                 }
-                sql.push('\'');
-                sql.push_str(&umkm_core::time::date_string(*d));
-                sql.push('\'');
+                sql.push_str(") AND ");
             }
-            sql.push_str(") AND dedup_key IN (");
+            sql.push_str("dedup_key IN (");
             for (i, (_, k)) in part.iter().enumerate() {
                 if i > 0 {
                     sql.push(',');
