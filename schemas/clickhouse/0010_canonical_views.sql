@@ -82,5 +82,5 @@ FROM
         kab_kota_code AS p_kab_kota_code, kecamatan_code AS p_kecamatan_code, sector AS p_sector,
         mcc, amount_idr, amount_minor, status, event_time, event_date, payer_hash, ingested_at
     FROM ${database}.noncash_payments
-) AS p
-ANY LEFT JOIN ${database}.v_merchant_refs AS m USING merchant_ref;
+) AS umkm_payments_
+ANY LEFT JOIN ${database}.v_merchant_refs AS umkm_refs_ USING merchant_ref;

@@ -62,6 +62,15 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
              \"qris\",\"qris_mpm_static\",\"NIB-1\",\"36.04.19\",\"fashion\"\n\
              \"qris\",\"qris_cpm\",\"NMID:ID1099999999999\",\"36.71\",\"food_beverage\"",
         )
+        .arg("SELECT count() FROM umkm_chdb.ref_umkm_population=2")
+        .arg(
+            "SELECT channel, merchant_key, kab_kota_code, sector, sum(success_value_idr) FROM umkm_chdb.v_merchant_activity_monthly \
+             GROUP BY channel, merchant_key, kab_kota_code, sector ORDER BY channel, merchant_key \
+             =\"card\",\"NIB-1\",\"36.04\",\"fashion\",450000\n\
+             \"qris\",\"NIB-1\",\"36.04\",\"fashion\",25000\n\
+             \"qris\",\"NMID:ID1099999999999\",\"36.71\",\"food_beverage\",10000",
+        )
+        .arg("SELECT sum(success_value_idr) FROM umkm_chdb.payments_merchant_daily=485000")
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(

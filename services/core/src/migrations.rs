@@ -42,6 +42,8 @@ pub const ALL: &[Migration] = &[
     migration!(8, "0008_merchant_events"),
     migration!(9, "0009_merchant_insert_dedup_window"),
     migration!(10, "0010_canonical_views"),
+    migration!(11, "0011_payment_rollups"),
+    migration!(12, "0012_adoption_views"),
 ];
 
 /// Creates the database and the migrations ledger; run before any migration.
