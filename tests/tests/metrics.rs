@@ -257,8 +257,45 @@ async fn monthly_activity_is_exact_under_duplicates_refunds_late_events_and_move
         .await?;
         ensure!(r == f, "{rollup} {r:?} != facts {f:?}");
     }
+
+    // The dashboards' snapshot, rebuilt by `refresh-metrics` (twice: a rebuild replaces, never
+    // adds), holds the same numbers.
+    for _ in 0..2 {
+        let out = std::process::Command::new(umkm_e2e::service_bin("merchant-consumer"))
+            .arg("refresh-metrics")
+            .env_clear()
+            .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
+            .env("UMKM_PII_HASH_KEY", umkm_e2e::PII_KEY)
+            .env("UMKM__CLICKHOUSE__DATABASE", &db)
+            .env(
+                "UMKM__REGISTRY__DIR",
+                umkm_e2e::repo_root().join("schemas/avro"),
+            )
+            .env("UMKM__LOG__FORMAT", "text")
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success() && stdout.contains("refreshed"),
+            "refresh-metrics: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let snap = ch(
+            &env,
+            &format!(
+                "SELECT toString(month), kab_kota_code, sector, channel, uniqExactIf(merchant_key, success_count > 0), \
+                 sum(success_count), sum(success_value_idr), sum(refund_count) FROM {db}.adoption_merchant_monthly \
+                 GROUP BY month, kab_kota_code, sector, channel ORDER BY month, kab_kota_code, sector, channel FORMAT TabSeparated"
+            ),
+        )
+        .await?;
+        let snap: Vec<String> = snap.lines().map(String::from).collect();
+        ensure!(
+            snap == expected,
+            "snapshot:\n{snap:#?}\nexpected\n{expected:#?}"
+        );
+    }
     println!(
-        "metrics: {} expected rows, all equal:\n{}",
+        "metrics: {} expected rows, all equal in the views and the snapshot:\n{}",
         expected.len(),
         got.join("\n")
     );

@@ -42,6 +42,12 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
         ]
         .map(String::from),
     );
+    // The adoption snapshot rebuild, twice (the second replaces the first).
+    for _ in 0..2 {
+        statements.extend(umkm_core::metrics::prepare("umkm_chdb"));
+        statements.push(umkm_core::metrics::build("umkm_chdb"));
+        statements.extend(umkm_core::metrics::swap("umkm_chdb"));
+    }
     let dir = std::env::temp_dir().join(unique("chdb"));
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("migrations.sql");
@@ -71,6 +77,13 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
              \"qris\",\"NMID:ID1099999999999\",\"36.71\",\"food_beverage\",10000",
         )
         .arg("SELECT sum(success_value_idr) FROM umkm_chdb.payments_merchant_daily=485000")
+        .arg(
+            "SELECT channel, merchant_key, kab_kota_code, sector, sum(success_value_idr) FROM umkm_chdb.adoption_merchant_monthly \
+             GROUP BY channel, merchant_key, kab_kota_code, sector ORDER BY channel, merchant_key \
+             =\"card\",\"NIB-1\",\"36.04\",\"fashion\",450000\n\
+             \"qris\",\"NIB-1\",\"36.04\",\"fashion\",25000\n\
+             \"qris\",\"NMID:ID1099999999999\",\"36.71\",\"food_beverage\",10000",
+        )
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod chclass;
 pub mod dedup;
 pub mod fields;
+pub mod metrics;
 pub mod migrations;
 pub mod payment;
 pub mod pii;

@@ -44,6 +44,7 @@ pub const ALL: &[Migration] = &[
     migration!(10, "0010_canonical_views"),
     migration!(11, "0011_payment_rollups"),
     migration!(12, "0012_adoption_views"),
+    migration!(13, "0013_adoption_snapshot"),
 ];
 
 /// Creates the database and the migrations ledger; run before any migration.

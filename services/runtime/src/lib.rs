@@ -30,11 +30,13 @@ use crate::sink::Sink;
 /// Exit code when stopped with a batch that could not be written (nothing committed past it).
 pub const EXIT_UNFLUSHED: u8 = 75;
 
-const USAGE: &str = "usage: SERVICE [--config FILE] [run | migrate | check-config]
+const USAGE: &str =
+    "usage: SERVICE [--config FILE] [run | migrate | refresh-metrics | check-config]
 
-  run           consume until SIGTERM/SIGINT (default)
-  migrate       apply the ClickHouse migrations and exit
-  check-config  validate the configuration, print it (secrets redacted) and exit
+  run              consume until SIGTERM/SIGINT (default)
+  migrate          apply the ClickHouse migrations and exit
+  refresh-metrics  rebuild the adoption snapshot (adoption_merchant_monthly) and exit
+  check-config     validate the configuration, print it (secrets redacted) and exit
 
 Configuration: defaults, then FILE (or $UMKM_CONFIG), then UMKM__SECTION__KEY environment
 variables; see the README's configuration reference.";
@@ -57,7 +59,7 @@ pub fn main_for<F: Family>() -> ExitCode {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
-            "run" | "migrate" | "check-config" => cmd = a,
+            "run" | "migrate" | "refresh-metrics" | "check-config" => cmd = a,
             other => {
                 eprintln!("unknown argument {other:?}\n\n{USAGE}");
                 return ExitCode::from(2);
@@ -106,6 +108,8 @@ pub fn main_for<F: Family>() -> ExitCode {
     rt.block_on(async move {
         let r = if cmd == "migrate" {
             migrate_only(&v).await
+        } else if cmd == "refresh-metrics" {
+            refresh_metrics(&v).await
         } else {
             run_service::<F>(v, shutdown_signal()).await
         };
@@ -175,6 +179,26 @@ async fn connect_sink(v: &Validated, health: &Health) -> anyhow::Result<Sink> {
             Err(e) => return Err(anyhow::anyhow!("ClickHouse not reachable: {e}")),
         }
     }
+}
+
+/// Bound on one adoption snapshot rebuild (about 25 s for a year of 10M payments here).
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(1800);
+
+async fn refresh_metrics(v: &Validated) -> anyhow::Result<ExitCode> {
+    let health = Health::default();
+    let sink = connect_sink(v, &health).await?;
+    if v.s.clickhouse.migrate_on_start {
+        sink.migrate().await?;
+    }
+    let started = Instant::now();
+    let rows = sink.refresh_adoption(REFRESH_TIMEOUT).await?;
+    println!(
+        "refreshed {}.{}: {rows} rows in {:.2} s",
+        sink.database,
+        umkm_core::metrics::TABLE,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn migrate_only(v: &Validated) -> anyhow::Result<ExitCode> {

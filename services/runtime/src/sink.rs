@@ -168,6 +168,49 @@ impl Sink {
             .map_err(SinkError::from_ch)
     }
 
+    /// Rebuilds the adoption snapshot (`umkm_core::metrics`) and swaps it in; returns its rows.
+    /// Bounded by `timeout`; the previous snapshot stays readable until the swap.
+    pub async fn refresh_adoption(&self, timeout: Duration) -> Result<u64, SinkError> {
+        use umkm_core::metrics;
+        let db = &self.database;
+        let exists = |t: String| {
+            let q = self.admin.query(&format!("EXISTS TABLE {db}.{t}"));
+            async move {
+                tokio::time::timeout(self.query_timeout, q.fetch_one::<u8>())
+                    .await
+                    .map_err(|_| SinkError::timeout("EXISTS TABLE"))?
+                    .map_err(SinkError::from_ch)
+            }
+        };
+        if exists(metrics::TABLE.into()).await? == 0
+            && exists(format!("{}_prev", metrics::TABLE)).await? == 1
+        {
+            tracing::warn!("repairing an interrupted adoption snapshot swap");
+            self.execute(&metrics::repair(db)).await?;
+        }
+        for s in metrics::prepare(db) {
+            self.execute(&s).await?;
+        }
+        let build = metrics::build(db);
+        tokio::time::timeout(timeout, self.admin.query(&build).execute())
+            .await
+            .map_err(|_| SinkError::timeout("adoption snapshot build"))?
+            .map_err(SinkError::from_ch)?;
+        for s in metrics::swap(db) {
+            self.execute(&s).await?;
+        }
+        let rows = tokio::time::timeout(
+            self.query_timeout,
+            self.admin
+                .query(&format!("SELECT count() FROM {db}.{}", metrics::TABLE))
+                .fetch_one::<u64>(),
+        )
+        .await
+        .map_err(|_| SinkError::timeout("count"))?
+        .map_err(SinkError::from_ch)?;
+        Ok(rows)
+    }
+
     /// Applies every migration not yet recorded; returns (applied, skipped-for-version).
     pub async fn migrate(&self) -> Result<(Vec<String>, Vec<String>), SinkError> {
         for stmt in migrations::BOOTSTRAP {
