@@ -125,3 +125,42 @@ fn compose_matches_the_code_defaults() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn grafana_and_prometheus_are_wired() -> Result<()> {
+    let text = compose();
+    let g = service_block(&text, "grafana");
+    for needle in [
+        "./grafana/provisioning:/etc/grafana/provisioning",
+        "./grafana/dashboards:/var/lib/grafana/dashboards",
+        "grafana-clickhouse-datasource",
+    ] {
+        ensure!(g.contains(needle), "grafana service lacks {needle:?}");
+    }
+    let root = umkm_e2e::repo_root();
+    let prom = std::fs::read_to_string(root.join("deploy/prometheus.yml"))?;
+    for svc in ["qris-consumer", "noncash-consumer", "merchant-consumer"] {
+        ensure!(
+            prom.contains(&format!("{svc}:9464")),
+            "prometheus does not scrape {svc}"
+        );
+    }
+    // Prometheus's own checker accepts the file.
+    let out = std::process::Command::new("promtool")
+        .args(["check", "config"])
+        .arg(root.join("deploy/prometheus.yml"))
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ds =
+        std::fs::read_to_string(root.join("grafana/provisioning/datasources/datasources.yml"))?;
+    ensure!(
+        ds.contains("uid: clickhouse") && ds.contains("uid: prometheus"),
+        "data source uids the dashboards use are not provisioned"
+    );
+    Ok(())
+}

@@ -1,0 +1,577 @@
+//! Grafana panel tests: every ClickHouse panel query of `grafana/dashboards/*.json` is expanded
+//! the way the ClickHouse data source plugin does (`$__fromTime`, `$__toTime`, `$__timeFilter`,
+//! multi-value variables with "All"), run against the test ClickHouse (18.16) and against chDB
+//! (ClickHouse 26), both loaded with the same known rows, and compared with values computed
+//! here from those rows. Prometheus panels may only use metric names the services export.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+use umkm_core::migrations::{self, RenderContext};
+use umkm_e2e::{Env, repo_root, unique};
+
+/// 2026-09-01 00:00 UTC and 2026-10-31 12:00 UTC, the dashboard's time range in the test.
+const FROM_MS: i64 = 1_788_220_800_000;
+const TO_MS: i64 = 1_793_448_000_000;
+
+struct Merchant {
+    id: &'static str,
+    version: i64,
+    date: &'static str,
+    kab: &'static str,
+    kec: &'static str,
+    sector: &'static str,
+    refs: &'static [&'static str],
+}
+
+struct Payment {
+    key: &'static str,
+    /// `NMID:<nmid>` for QRIS, `MID:…` for card.
+    merchant_ref: &'static str,
+    instrument: &'static str,
+    kab: &'static str,
+    kec: &'static str,
+    sector: &'static str,
+    amount: i64,
+    status: &'static str,
+    date: &'static str,
+}
+
+const MERCHANTS: &[Merchant] = &[
+    Merchant {
+        id: "NIB-A",
+        version: 1,
+        date: "2026-08-01",
+        kab: "36.04",
+        kec: "36.04.19",
+        sector: "fashion",
+        refs: &["NMID:ID1000000000001", "MID:93600008:MA"],
+    },
+    // A moves to Kota Tangerang and food: its whole history follows.
+    Merchant {
+        id: "NIB-A",
+        version: 2,
+        date: "2026-09-20",
+        kab: "36.71",
+        kec: "36.71.01",
+        sector: "food_beverage",
+        refs: &["NMID:ID1000000000001", "MID:93600008:MA"],
+    },
+    Merchant {
+        id: "NIB-B",
+        version: 1,
+        date: "2026-08-01",
+        kab: "36.01",
+        kec: "36.01.01",
+        sector: "food_processing",
+        refs: &["NMID:ID1000000000002"],
+    },
+    Merchant {
+        id: "NIB-C",
+        version: 1,
+        date: "2026-08-01",
+        kab: "36.01",
+        kec: "36.01.02",
+        sector: "crafts",
+        refs: &["NMID:ID1000000000003"],
+    },
+];
+
+const PAYMENTS: &[Payment] = &[
+    Payment {
+        key: "p1",
+        merchant_ref: "NMID:ID1000000000001",
+        instrument: "qris_mpm_static",
+        kab: "36.04",
+        kec: "36.04.19",
+        sector: "fashion",
+        amount: 20_000,
+        status: "success",
+        date: "2026-09-10",
+    },
+    Payment {
+        key: "p2",
+        merchant_ref: "MID:93600008:MA",
+        instrument: "debit_card",
+        kab: "36.04",
+        kec: "36.04.19",
+        sector: "retail_general",
+        amount: 400_000,
+        status: "success",
+        date: "2026-10-05",
+    },
+    Payment {
+        key: "p3",
+        merchant_ref: "NMID:ID1000000000001",
+        instrument: "qris_mpm_static",
+        kab: "36.04",
+        kec: "36.04.19",
+        sector: "fashion",
+        amount: 5_000,
+        status: "refunded",
+        date: "2026-10-06",
+    },
+    Payment {
+        key: "p4",
+        merchant_ref: "NMID:ID1000000000002",
+        instrument: "qris_mpm_dynamic",
+        kab: "36.01",
+        kec: "36.01.01",
+        sector: "food_processing",
+        amount: 15_000,
+        status: "success",
+        date: "2026-10-07",
+    },
+    Payment {
+        key: "p5",
+        merchant_ref: "NMID:ID1000000000002",
+        instrument: "qris_cpm",
+        kab: "36.01",
+        kec: "36.01.01",
+        sector: "food_processing",
+        amount: 15_000,
+        status: "success",
+        date: "2026-10-08",
+    },
+    Payment {
+        key: "p6",
+        merchant_ref: "NMID:ID1000000000003",
+        instrument: "qris_mpm_static",
+        kab: "36.01",
+        kec: "36.01.02",
+        sector: "crafts",
+        amount: 7_000,
+        status: "success",
+        date: "2026-09-12",
+    },
+    // Unregistered: counted where it reported itself.
+    Payment {
+        key: "p7",
+        merchant_ref: "NMID:ID1000000000009",
+        instrument: "qris_mpm_static",
+        kab: "36.03",
+        kec: "36.03.01",
+        sector: "food_beverage",
+        amount: 9_000,
+        status: "success",
+        date: "2026-10-09",
+    },
+    // An unregistered merchant whose only payment failed: listed, but not active.
+    Payment {
+        key: "p10",
+        merchant_ref: "NMID:ID1000000000008",
+        instrument: "qris_cpm",
+        kab: "36.72",
+        kec: "36.72.01",
+        sector: "transport",
+        amount: 3_000,
+        status: "failed",
+        date: "2026-10-12",
+    },
+    // Outside the time range.
+    Payment {
+        key: "p8",
+        merchant_ref: "NMID:ID1000000000003",
+        instrument: "qris_mpm_static",
+        kab: "36.01",
+        kec: "36.01.02",
+        sector: "crafts",
+        amount: 1_000,
+        status: "success",
+        date: "2026-08-15",
+    },
+    Payment {
+        key: "p9",
+        merchant_ref: "MID:93600008:MA",
+        instrument: "ewallet",
+        kab: "36.04",
+        kec: "36.04.19",
+        sector: "retail_general",
+        amount: 50_000,
+        status: "cancelled",
+        date: "2026-10-11",
+    },
+];
+
+fn load_statements() -> Vec<String> {
+    let mut v = Vec::new();
+    for m in MERCHANTS {
+        let refs: Vec<String> = m.refs.iter().map(|r| format!("'{r}'")).collect();
+        v.push(format!(
+            "INSERT INTO merchant_events (dedup_key, merchant_id, version, status, event_time, event_date, merchant_refs, sector, region_code, province_code, kab_kota_code, kecamatan_code) \
+             VALUES ('{}-{}', '{}', {}, 'active', toDateTime('{} 00:00:00'), '{}', [{}], '{}', '{}', '36', '{}', '{}')",
+            m.id, m.version, m.id, m.version, m.date, m.date, refs.join(","), m.sector, m.kec, m.kab, m.kec
+        ));
+    }
+    for p in PAYMENTS {
+        if let Some(nmid) = p.merchant_ref.strip_prefix("NMID:") {
+            let mode = p.instrument.trim_start_matches("qris_");
+            v.push(format!(
+                "INSERT INTO qris_payments (dedup_key, payment_key, nmid, qr_mode, sector, region_code, province_code, kab_kota_code, kecamatan_code, amount_idr, status, event_time, event_date) \
+                 VALUES ('{k}', '{k}', '{nmid}', '{mode}', '{s}', '{kec}', '36', '{kab}', '{kec}', {a}, '{st}', toDateTime('{d} 03:00:00'), '{d}')",
+                k = p.key, s = p.sector, kec = p.kec, kab = p.kab, a = p.amount, st = p.status, d = p.date
+            ));
+        } else {
+            v.push(format!(
+                "INSERT INTO noncash_payments (dedup_key, payment_key, instrument, merchant_ref, sector, region_code, province_code, kab_kota_code, kecamatan_code, amount_idr, status, event_time, event_date) \
+                 VALUES ('{k}', '{k}', '{i}', '{r}', '{s}', '{kec}', '36', '{kab}', '{kec}', {a}, '{st}', toDateTime('{d} 03:00:00'), '{d}')",
+                k = p.key, i = p.instrument, r = p.merchant_ref, s = p.sector, kec = p.kec, kab = p.kab, a = p.amount, st = p.status, d = p.date
+            ));
+        }
+    }
+    v.extend(umkm_core::metrics::prepare("DB"));
+    v.push(umkm_core::metrics::build("DB"));
+    v.extend(umkm_core::metrics::swap("DB"));
+    v
+}
+
+fn channel(instrument: &str) -> &'static str {
+    match instrument {
+        i if i.starts_with("qris_") => "qris",
+        "debit_card" | "credit_card" => "card",
+        "emoney" | "ewallet" => "emoney",
+        _ => "transfer",
+    }
+}
+
+/// (merchant_key, kab, kec, sector) of a payment: the merchant's latest version if registered.
+fn attribute(p: &Payment) -> (String, String, String, String) {
+    let latest = MERCHANTS
+        .iter()
+        .filter(|m| m.refs.contains(&p.merchant_ref))
+        .max_by_key(|m| m.version);
+    match latest {
+        Some(m) => (m.id.into(), m.kab.into(), m.kec.into(), m.sector.into()),
+        None => (
+            p.merchant_ref.into(),
+            p.kab.into(),
+            p.kec.into(),
+            p.sector.into(),
+        ),
+    }
+}
+
+fn in_range(p: &Payment) -> bool {
+    ("2026-09-01"..="2026-10-31").contains(&p.date)
+}
+
+/// The expected CSV of each panel, by title, computed from the rows above.
+fn expected() -> BTreeMap<&'static str, String> {
+    let ps: Vec<&Payment> = PAYMENTS.iter().filter(|p| in_range(p)).collect();
+    let success = |p: &&&Payment| p.status == "success";
+    let mut by_kab: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut by_sector: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut by_kec: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut by_month: BTreeMap<String, (BTreeSet<String>, u64, i64)> = BTreeMap::new();
+    let mut mix: BTreeMap<&str, (u64, i64, u64, i64)> = BTreeMap::new();
+    for p in &ps {
+        let (key, kab, kec, sector) = attribute(p);
+        let month = format!("{}-01", &p.date[..7]);
+        let m = by_month.entry(month).or_default();
+        let c = mix.entry(channel(p.instrument)).or_default();
+        by_kab.entry(kab).or_default();
+        by_sector.entry(sector.clone()).or_default();
+        by_kec.entry(kec.clone()).or_default();
+        if success(&p) {
+            by_kab
+                .entry(attribute(p).1)
+                .or_default()
+                .insert(key.clone());
+            by_sector.entry(sector).or_default().insert(key.clone());
+            by_kec.entry(kec).or_default().insert(key.clone());
+            m.0.insert(key);
+            m.1 += 1;
+            m.2 += p.amount;
+            c.0 += 1;
+            c.1 += p.amount;
+        } else if p.status == "refunded" {
+            c.2 += 1;
+            c.3 += p.amount;
+        }
+    }
+    let q = |s: &str| format!("\"{s}\"");
+    let mut e = BTreeMap::new();
+    e.insert(
+        "Active UMKM by kab/kota",
+        by_kab
+            .iter()
+            .map(|(k, v)| format!("{},{}", q(k), v.len()))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    e.insert(
+        "Active UMKM by sector",
+        by_sector
+            .iter()
+            .map(|(k, v)| format!("{},{}", q(k), v.len()))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    e.insert(
+        "Trend by month",
+        by_month
+            .iter()
+            .map(|(m, (a, n, v))| format!("{},{},{n},{v}", q(m), a.len()))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    e.insert(
+        "Channel mix (refunds counted apart, never in value)",
+        mix.iter()
+            .map(|(c, (n, v, r, rv))| format!("{},{n},{v},{r},{rv}", q(c)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    let (tv, tn): (i64, u64) = mix.values().fold((0, 0), |a, c| (a.0 + c.1, a.1 + c.0));
+    let (qv, qn) = mix.get("qris").map(|c| (c.1, c.0)).unwrap_or_default();
+    let r4 = |x: f64| format!("{}", (x * 10_000.0).round() / 10_000.0);
+    e.insert(
+        "QRIS share of value and transactions",
+        format!(
+            "{},{}",
+            r4(qv as f64 / tv as f64),
+            r4(qn as f64 / tn as f64)
+        ),
+    );
+    let mut kec: Vec<(String, usize)> = by_kec
+        .into_iter()
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k, v.len()))
+        .collect();
+    kec.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let top: Vec<String> = kec
+        .iter()
+        .take(10)
+        .map(|(k, n)| format!("{},{n}", q(k)))
+        .collect();
+    kec.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    let bottom: Vec<String> = kec
+        .iter()
+        .take(10)
+        .map(|(k, n)| format!("{},{n}", q(k)))
+        .collect();
+    e.insert("Top 10 kecamatan by active UMKM", top.join("\n"));
+    e.insert("Bottom 10 kecamatan by active UMKM", bottom.join("\n"));
+    e
+}
+
+/// The plugin's macros and variables, as grafana-clickhouse-datasource expands them.
+fn expand(sql: &str, vars: &BTreeMap<String, Vec<String>>) -> Result<String> {
+    let from = format!("toDateTime(intDiv({FROM_MS},1000))");
+    let to = format!("toDateTime(intDiv({TO_MS},1000))");
+    let mut s = sql.replace("$__fromTime", &from).replace("$__toTime", &to);
+    while let Some(i) = s.find("$__timeFilter(") {
+        let end = s[i..].find(')').context("unclosed $__timeFilter")? + i;
+        let col = s[i + "$__timeFilter(".len()..end].trim().to_string();
+        s.replace_range(i..=end, &format!("{col} >= {from} AND {col} <= {to}"));
+    }
+    for (name, values) in vars {
+        let quoted: Vec<String> = values
+            .iter()
+            .map(|v| format!("'{}'", v.replace('\'', "\\'")))
+            .collect();
+        s = s.replace(&format!("${{{name}:singlequote}}"), &quoted.join(","));
+    }
+    ensure!(!s.contains('$'), "unexpanded macro or variable in {s}");
+    Ok(s)
+}
+
+async fn ch_db(env: &Env, db: &str, sql: &str) -> Result<String> {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/?database={db}", env.clickhouse))
+        .body(sql.to_string())
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        bail!("ClickHouse: {sql}: {text}");
+    }
+    Ok(text)
+}
+
+fn dashboards() -> Result<Vec<(String, Value)>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(repo_root().join("grafana/dashboards"))? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            v.push((
+                p.display().to_string(),
+                serde_json::from_str(&std::fs::read_to_string(&p)?)?,
+            ));
+        }
+    }
+    ensure!(
+        v.len() >= 2,
+        "expected the adoption and pipeline-health dashboards"
+    );
+    Ok(v)
+}
+
+fn ds_type(v: &Value) -> &str {
+    v.pointer("/datasource/type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn every_clickhouse_panel_answers_the_expected_rows_on_18_16_and_in_chdb() -> Result<()> {
+    let env = Env::from_env();
+    let db = unique("grafana");
+    // Schema by the real migrate subcommand, then the known rows and a snapshot rebuild.
+    let out = Command::new(umkm_e2e::service_bin("merchant-consumer"))
+        .arg("migrate")
+        .env_clear()
+        .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
+        .env("UMKM_PII_HASH_KEY", umkm_e2e::PII_KEY)
+        .env("UMKM__CLICKHOUSE__DATABASE", &db)
+        .env("UMKM__REGISTRY__DIR", repo_root().join("schemas/avro"))
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for s in load_statements() {
+        ch_db(&env, &db, &s.replace("DB.", &format!("{db}."))).await?;
+    }
+    // The same in chDB, in its default database.
+    let ctx = RenderContext {
+        database: "default".into(),
+        ..Default::default()
+    };
+    let mut chdb = Vec::new();
+    for m in migrations::ALL {
+        chdb.extend(migrations::render(m.sql, &ctx));
+    }
+    chdb.extend(
+        load_statements()
+            .into_iter()
+            .map(|s| s.replace("DB.", "default.")),
+    );
+
+    let want = expected();
+    let mut checks = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (file, d) in dashboards()? {
+        // Variables: "All" is every value their query returns.
+        let mut vars = BTreeMap::new();
+        for v in d
+            .pointer("/templating/list")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = v["name"].as_str().unwrap_or_default().to_string();
+            let q = v["query"].as_str().unwrap_or_default();
+            let values: Vec<String> = ch_db(&env, &db, &format!("{q} FORMAT TabSeparated"))
+                .await?
+                .lines()
+                .map(String::from)
+                .collect();
+            ensure!(!values.is_empty(), "{file}: variable {name} has no values");
+            vars.insert(name, values);
+        }
+        for p in d["panels"].as_array().into_iter().flatten() {
+            let title = p["title"].as_str().unwrap_or_default();
+            for t in p["targets"].as_array().into_iter().flatten() {
+                if ds_type(t) != "grafana-clickhouse-datasource" {
+                    continue;
+                }
+                let sql = expand(t["rawSql"].as_str().unwrap_or_default(), &vars)?;
+                let got = ch_db(&env, &db, &format!("{sql} FORMAT CSV")).await?;
+                let expected = want
+                    .get(title)
+                    .with_context(|| format!("{file}: no expectation for panel {title:?}"))?;
+                ensure!(
+                    got.trim() == expected.trim(),
+                    "{file}: panel {title:?} on the test server:\n{got}\nexpected\n{expected}\nSQL: {sql}"
+                );
+                checks.push(format!("{sql}={}", expected.trim()));
+                seen.insert(title.to_string());
+            }
+        }
+    }
+    ensure!(
+        seen.len() == want.len(),
+        "panels checked {seen:?}, expectations for {:?}",
+        want.keys().collect::<Vec<_>>()
+    );
+    // chDB: the same statements and the same checks.
+    let dir = std::env::temp_dir().join(unique("chdb_grafana"));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("load.sql");
+    std::fs::write(&file, chdb.join("\n;;\n"))?;
+    let out = Command::new("python3")
+        .arg(repo_root().join("tests/chdb/run_sql.py"))
+        .arg(&file)
+        .args(&checks)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "chDB: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "grafana: {} ClickHouse panels answered the expected rows on 18.16 and in chDB 26",
+        seen.len()
+    );
+    Ok(())
+}
+
+#[test]
+fn prometheus_panels_use_only_exported_metrics() -> Result<()> {
+    // The services' /metrics text (the same Metrics the admin port renders), with one sample in
+    // every labelled family so that each appears.
+    let m = umkm_runtime::metrics::Metrics::new("qris-consumer");
+    m.events.with_label_values(&["inserted"]).inc();
+    m.duplicates.with_label_values(&["batch"]).inc();
+    m.dlq.with_label_values(&["decode", "wire_bad_magic"]).inc();
+    m.retries.with_label_values(&["insert", "retryable"]).inc();
+    m.consumer_lag.with_label_values(&["t", "0"]).set(1);
+    m.rebalances.with_label_values(&["assign"]).inc();
+    m.insert_seconds.observe(0.01);
+    m.flush_seconds.observe(0.01);
+    let text = m.render();
+    let exported: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect();
+    ensure!(exported.len() >= 10, "found {exported:?}");
+    let mut used = 0;
+    for (file, d) in dashboards()? {
+        for p in d["panels"].as_array().into_iter().flatten() {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                if ds_type(t) != "prometheus" {
+                    continue;
+                }
+                let expr = t["expr"].as_str().unwrap_or_default();
+                for name in expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("umkm_"))
+                {
+                    let base = name
+                        .trim_end_matches("_bucket")
+                        .trim_end_matches("_sum")
+                        .trim_end_matches("_count");
+                    ensure!(
+                        exported.contains(base),
+                        "{file}: {name} is not a metric of the services"
+                    );
+                    used += 1;
+                }
+            }
+        }
+    }
+    ensure!(
+        used >= 8,
+        "only {used} metric references in the Prometheus panels"
+    );
+    Ok(())
+}
