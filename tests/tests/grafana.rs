@@ -19,6 +19,7 @@ const TO_MS: i64 = 1_793_448_000_000;
 struct Merchant {
     id: &'static str,
     version: i64,
+    status: &'static str,
     date: &'static str,
     kab: &'static str,
     kec: &'static str,
@@ -43,6 +44,7 @@ const MERCHANTS: &[Merchant] = &[
     Merchant {
         id: "NIB-A",
         version: 1,
+        status: "active",
         date: "2026-08-01",
         kab: "36.04",
         kec: "36.04.19",
@@ -53,6 +55,7 @@ const MERCHANTS: &[Merchant] = &[
     Merchant {
         id: "NIB-A",
         version: 2,
+        status: "active",
         date: "2026-09-20",
         kab: "36.71",
         kec: "36.71.01",
@@ -62,6 +65,7 @@ const MERCHANTS: &[Merchant] = &[
     Merchant {
         id: "NIB-B",
         version: 1,
+        status: "active",
         date: "2026-08-01",
         kab: "36.01",
         kec: "36.01.01",
@@ -71,11 +75,53 @@ const MERCHANTS: &[Merchant] = &[
     Merchant {
         id: "NIB-C",
         version: 1,
+        status: "active",
         date: "2026-08-01",
         kab: "36.01",
         kec: "36.01.02",
         sector: "crafts",
         refs: &["NMID:ID1000000000003"],
+    },
+    // D closes before the period end; E registers after it; F never pays.
+    Merchant {
+        id: "NIB-D",
+        version: 1,
+        status: "active",
+        date: "2026-08-01",
+        kab: "36.01",
+        kec: "36.01.03",
+        sector: "crafts",
+        refs: &["NMID:ID1000000000004"],
+    },
+    Merchant {
+        id: "NIB-D",
+        version: 2,
+        status: "closed",
+        date: "2026-10-20",
+        kab: "36.01",
+        kec: "36.01.03",
+        sector: "crafts",
+        refs: &["NMID:ID1000000000004"],
+    },
+    Merchant {
+        id: "NIB-E",
+        version: 1,
+        status: "active",
+        date: "2026-11-15",
+        kab: "36.01",
+        kec: "36.01.01",
+        sector: "crafts",
+        refs: &["NMID:ID1000000000005"],
+    },
+    Merchant {
+        id: "NIB-F",
+        version: 1,
+        status: "active",
+        date: "2026-09-02",
+        kab: "36.01",
+        kec: "36.01.01",
+        sector: "food_processing",
+        refs: &["NMID:ID1000000000006"],
     },
 ];
 
@@ -201,8 +247,8 @@ fn load_statements() -> Vec<String> {
         let refs: Vec<String> = m.refs.iter().map(|r| format!("'{r}'")).collect();
         v.push(format!(
             "INSERT INTO merchant_events (dedup_key, merchant_id, version, status, event_time, event_date, merchant_refs, sector, region_code, province_code, kab_kota_code, kecamatan_code) \
-             VALUES ('{}-{}', '{}', {}, 'active', toDateTime('{} 00:00:00'), '{}', [{}], '{}', '{}', '36', '{}', '{}')",
-            m.id, m.version, m.id, m.version, m.date, m.date, refs.join(","), m.sector, m.kec, m.kab, m.kec
+             VALUES ('{}-{}', '{}', {}, '{}', toDateTime('{} 00:00:00'), '{}', [{}], '{}', '{}', '36', '{}', '{}')",
+            m.id, m.version, m.id, m.version, m.status, m.date, m.date, refs.join(","), m.sector, m.kec, m.kab, m.kec
         ));
     }
     for p in PAYMENTS {
@@ -258,7 +304,7 @@ fn in_range(p: &Payment) -> bool {
 }
 
 /// The expected CSV of each panel, by title, computed from the rows above.
-fn expected() -> BTreeMap<&'static str, String> {
+fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, String> {
     let ps: Vec<&Payment> = PAYMENTS.iter().filter(|p| in_range(p)).collect();
     let success = |p: &&&Payment| p.status == "success";
     let mut by_kab: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -353,6 +399,60 @@ fn expected() -> BTreeMap<&'static str, String> {
         .map(|(k, n)| format!("{},{n}", q(k)))
         .collect();
     e.insert("Top 10 kecamatan by active UMKM", top.join("\n"));
+
+    // Registered at the period end (latest version dated on or before it, still active), within
+    // the variables' "All" values, and which of them were active.
+    let all = |v: &str, x: &str| vars.get(v).is_some_and(|l| l.iter().any(|y| y == x));
+    let mut latest: BTreeMap<&str, &Merchant> = BTreeMap::new();
+    for m in MERCHANTS.iter().filter(|m| m.date <= "2026-10-31") {
+        if latest.get(m.id).is_none_or(|l| l.version < m.version) {
+            latest.insert(m.id, m);
+        }
+    }
+    let active_keys: BTreeSet<String> = ps
+        .iter()
+        .filter(|p| p.status == "success")
+        .map(|p| attribute(p).0)
+        .collect();
+    let mut adoption: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for m in latest.values() {
+        if m.status == "active" && all("kab_kota", m.kab) && all("sector", m.sector) {
+            let a = adoption.entry(m.kab).or_default();
+            a.0 += 1;
+            a.1 += u64::from(active_keys.contains(m.id));
+        }
+    }
+    e.insert(
+        "Adoption rate by kab/kota (registered UMKM at the period end that were active)",
+        adoption
+            .iter()
+            .map(|(k, (r, a))| format!("{},{r},{a},{}", q(k), r4(*a as f64 / *r as f64)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    // New adopters: first ever success (all time) inside the range.
+    let mut first: BTreeMap<String, (&str, String)> = BTreeMap::new();
+    for p in PAYMENTS.iter().filter(|p| p.status == "success") {
+        let (key, kab, _, _) = attribute(p);
+        let f = first.entry(key).or_insert((p.date, kab));
+        if p.date < f.0 {
+            f.0 = p.date;
+        }
+    }
+    let mut new_by_kab: BTreeMap<String, u64> = BTreeMap::new();
+    for (d, kab) in first.values() {
+        if ("2026-09-01"..="2026-10-31").contains(d) {
+            *new_by_kab.entry(kab.clone()).or_default() += 1;
+        }
+    }
+    e.insert(
+        "New adopters by kab/kota (first ever successful digital payment in the period)",
+        new_by_kab
+            .iter()
+            .map(|(k, n)| format!("{},{n}", q(k)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
     e.insert("Bottom 10 kecamatan by active UMKM", bottom.join("\n"));
     e
 }
@@ -453,7 +553,6 @@ async fn every_clickhouse_panel_answers_the_expected_rows_on_18_16_and_in_chdb()
             .map(|s| s.replace("DB.", "default.")),
     );
 
-    let want = expected();
     let mut checks = Vec::new();
     let mut seen = BTreeSet::new();
     for (file, d) in dashboards()? {
@@ -475,6 +574,7 @@ async fn every_clickhouse_panel_answers_the_expected_rows_on_18_16_and_in_chdb()
             ensure!(!values.is_empty(), "{file}: variable {name} has no values");
             vars.insert(name, values);
         }
+        let want = expected(&vars);
         for p in d["panels"].as_array().into_iter().flatten() {
             let title = p["title"].as_str().unwrap_or_default();
             for t in p["targets"].as_array().into_iter().flatten() {
@@ -495,6 +595,7 @@ async fn every_clickhouse_panel_answers_the_expected_rows_on_18_16_and_in_chdb()
             }
         }
     }
+    let want = expected(&BTreeMap::new());
     ensure!(
         seen.len() == want.len(),
         "panels checked {seen:?}, expectations for {:?}",
