@@ -10,11 +10,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use umkm_core::migrations::{self, RenderContext};
+use umkm_e2e::grafana::{FROM_MS, TO_MS, dashboards, ds_type, expand};
 use umkm_e2e::{Env, repo_root, unique};
-
-/// 2026-09-01 00:00 UTC and 2026-10-31 12:00 UTC, the dashboard's time range in the test.
-const FROM_MS: i64 = 1_788_220_800_000;
-const TO_MS: i64 = 1_793_448_000_000;
 
 struct Merchant {
     id: &'static str,
@@ -246,9 +243,10 @@ fn load_statements() -> Vec<String> {
     for m in MERCHANTS {
         let refs: Vec<String> = m.refs.iter().map(|r| format!("'{r}'")).collect();
         v.push(format!(
-            "INSERT INTO merchant_events (dedup_key, merchant_id, version, status, event_time, event_date, merchant_refs, sector, region_code, province_code, kab_kota_code, kecamatan_code) \
-             VALUES ('{}-{}', '{}', {}, '{}', toDateTime('{} 00:00:00'), '{}', [{}], '{}', '{}', '36', '{}', '{}')",
-            m.id, m.version, m.id, m.version, m.status, m.date, m.date, refs.join(","), m.sector, m.kec, m.kab, m.kec
+            "INSERT INTO merchant_events (dedup_key, merchant_id, version, status, event_time, event_date, merchant_refs, sector, region_code, province_code, kab_kota_code, kecamatan_code, nmid) \
+             VALUES ('{}-{}', '{}', {}, '{}', toDateTime('{} 00:00:00'), '{}', [{}], '{}', '{}', '36', '{}', '{}', '{}')",
+            m.id, m.version, m.id, m.version, m.status, m.date, m.date, refs.join(","), m.sector, m.kec, m.kab, m.kec,
+            m.refs.iter().find_map(|r| r.strip_prefix("NMID:")).unwrap_or("")
         ));
     }
     for p in PAYMENTS {
@@ -430,6 +428,42 @@ fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, Stri
             .collect::<Vec<_>>()
             .join("\n"),
     );
+    // Retention: active (success) months of every merchant key, all time.
+    let mut months: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for p in PAYMENTS.iter().filter(|p| p.status == "success") {
+        months
+            .entry(attribute(p).0)
+            .or_default()
+            .insert(format!("{}-01", &p.date[..7]));
+    }
+    let mut retention = Vec::new();
+    for (month, prev) in [("2026-09-01", "2026-08-01"), ("2026-10-01", "2026-09-01")] {
+        let was = months.values().filter(|m| m.contains(prev)).count();
+        let kept = months
+            .values()
+            .filter(|m| m.contains(prev) && m.contains(month))
+            .count();
+        let rate = if was == 0 {
+            "0".to_string()
+        } else {
+            r4(kept as f64 / was as f64)
+        };
+        retention.push(format!("{},{was},{kept},{rate}", q(month)));
+    }
+    e.insert(
+        "Retention by month (active last month and this month / active last month)",
+        retention.join("\n"),
+    );
+    // Onboarding: registered (active at the period end) with an NMID, over the latest
+    // population figure for Banten (800,000, Dinkop UMKM 2023).
+    let with_qris = latest
+        .values()
+        .filter(|m| m.status == "active" && m.refs.iter().any(|r| r.starts_with("NMID:")))
+        .count();
+    e.insert(
+        "Onboarding rate, Banten (registered UMKM with QRIS at the period end / UMKM population, %)",
+        format!("{with_qris},800000,{}", r4(with_qris as f64 / 800_000.0 * 100.0)),
+    );
     // New adopters: first ever success (all time) inside the range.
     let mut first: BTreeMap<String, (&str, String)> = BTreeMap::new();
     for p in PAYMENTS.iter().filter(|p| p.status == "success") {
@@ -457,27 +491,6 @@ fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, Stri
     e
 }
 
-/// The plugin's macros and variables, as grafana-clickhouse-datasource expands them.
-fn expand(sql: &str, vars: &BTreeMap<String, Vec<String>>) -> Result<String> {
-    let from = format!("toDateTime(intDiv({FROM_MS},1000))");
-    let to = format!("toDateTime(intDiv({TO_MS},1000))");
-    let mut s = sql.replace("$__fromTime", &from).replace("$__toTime", &to);
-    while let Some(i) = s.find("$__timeFilter(") {
-        let end = s[i..].find(')').context("unclosed $__timeFilter")? + i;
-        let col = s[i + "$__timeFilter(".len()..end].trim().to_string();
-        s.replace_range(i..=end, &format!("{col} >= {from} AND {col} <= {to}"));
-    }
-    for (name, values) in vars {
-        let quoted: Vec<String> = values
-            .iter()
-            .map(|v| format!("'{}'", v.replace('\'', "\\'")))
-            .collect();
-        s = s.replace(&format!("${{{name}:singlequote}}"), &quoted.join(","));
-    }
-    ensure!(!s.contains('$'), "unexpanded macro or variable in {s}");
-    Ok(s)
-}
-
 async fn ch_db(env: &Env, db: &str, sql: &str) -> Result<String> {
     let resp = reqwest::Client::new()
         .post(format!("{}/?database={db}", env.clickhouse))
@@ -491,30 +504,6 @@ async fn ch_db(env: &Env, db: &str, sql: &str) -> Result<String> {
         bail!("ClickHouse: {sql}: {text}");
     }
     Ok(text)
-}
-
-fn dashboards() -> Result<Vec<(String, Value)>> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(repo_root().join("grafana/dashboards"))? {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "json") {
-            v.push((
-                p.display().to_string(),
-                serde_json::from_str(&std::fs::read_to_string(&p)?)?,
-            ));
-        }
-    }
-    ensure!(
-        v.len() >= 2,
-        "expected the adoption and pipeline-health dashboards"
-    );
-    Ok(v)
-}
-
-fn ds_type(v: &Value) -> &str {
-    v.pointer("/datasource/type")
-        .and_then(Value::as_str)
-        .unwrap_or("")
 }
 
 #[tokio::test]
@@ -581,7 +570,12 @@ async fn every_clickhouse_panel_answers_the_expected_rows_on_18_16_and_in_chdb()
                 if ds_type(t) != "grafana-clickhouse-datasource" {
                     continue;
                 }
-                let sql = expand(t["rawSql"].as_str().unwrap_or_default(), &vars)?;
+                let sql = expand(
+                    t["rawSql"].as_str().unwrap_or_default(),
+                    &vars,
+                    FROM_MS,
+                    TO_MS,
+                )?;
                 let got = ch_db(&env, &db, &format!("{sql} FORMAT CSV")).await?;
                 let expected = want
                     .get(title)
