@@ -464,6 +464,26 @@ fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, Stri
         "Onboarding rate, Banten (registered UMKM with QRIS at the period end / UMKM population, %)",
         format!("{with_qris},800000,{}", r4(with_qris as f64 / 800_000.0 * 100.0)),
     );
+    // Median ticket per channel over every successful payment in the range (quantileExact: the
+    // element at position floor(n / 2) of the sorted amounts).
+    let mut tickets: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for p in ps.iter().filter(|p| p.status == "success") {
+        tickets
+            .entry(channel(p.instrument))
+            .or_default()
+            .push(p.amount);
+    }
+    e.insert(
+        "Median ticket by channel, Banten (successful payments, all regions and sectors)",
+        tickets
+            .iter_mut()
+            .map(|(c, v)| {
+                v.sort_unstable();
+                format!("{},{},{}", q(c), v[v.len() / 2], v.len())
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
     // New adopters: first ever success (all time) inside the range.
     let mut first: BTreeMap<String, (&str, String)> = BTreeMap::new();
     for p in PAYMENTS.iter().filter(|p| p.status == "success") {
