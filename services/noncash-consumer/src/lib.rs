@@ -9,13 +9,13 @@
 
 use serde::{Deserialize, Serialize};
 use umkm_core::Invalid;
-use umkm_core::amount;
 use umkm_core::dedup::Key;
-use umkm_core::fields::{all_digits, id_like, is_nmid, mid_ref, nmid_ref, opt};
+use umkm_core::fields::{id_like, is_nmid, mid_ref, nmid_ref, opt};
 pub use umkm_core::payment::PaymentStatus;
+use umkm_core::payment::{CommonChecked, CommonFields, check_common};
 use umkm_core::pii::PiiHasher;
 use umkm_core::reference;
-use umkm_core::time::{EventTime, days_since_epoch};
+use umkm_core::time::days_since_epoch;
 use umkm_runtime::config::Validated;
 use umkm_runtime::family::{Family, MessageMeta, Processed};
 
@@ -184,6 +184,15 @@ impl Noncash {
 
     /// Every validation rule; returns all that fail.
     pub fn validate(&self, e: &NoncashPayment, meta: &MessageMeta<'_>) -> Vec<Invalid> {
+        self.check(e, meta).0
+    }
+
+    /// Every rule, and the parsed common fields when they all pass.
+    fn check(
+        &self,
+        e: &NoncashPayment,
+        meta: &MessageMeta<'_>,
+    ) -> (Vec<Invalid>, Option<CommonChecked>) {
         let mut bad = Vec::new();
         if e.event_id.trim().is_empty() || e.event_id.len() > 128 {
             bad.push(Invalid::new(
@@ -250,31 +259,19 @@ impl Noncash {
                 format!("nmid {n:?} is not 'ID' followed by 13 digits"),
             ));
         }
-        if !(e.mcc.len() == 4 && all_digits(&e.mcc)) {
-            bad.push(Invalid::new(
-                "mcc_format",
-                format!("mcc {:?} is not 4 digits", e.mcc),
-            ));
-        }
-        if e.merchant_name.trim().is_empty() {
-            bad.push(Invalid::new("merchant_name", "merchant_name is empty"));
-        }
-        if let Err(i) = reference::check_region(&e.region_code) {
-            bad.push(i);
-        }
-        if let Err(i) = amount::parse_idr(&e.amount) {
-            bad.push(i);
-        }
-        if !matches!(e.currency.trim(), "IDR" | "360") {
-            bad.push(Invalid::new(
-                "currency",
-                format!("currency {:?} is not IDR (360)", e.currency),
-            ));
-        }
-        if let Err(i) = EventTime::check(e.event_time, meta.now_ms) {
-            bad.push(i);
-        }
-        bad
+        let common = check_common(
+            &CommonFields {
+                mcc: &e.mcc,
+                merchant_name: &e.merchant_name,
+                region_code: &e.region_code,
+                amount: &e.amount,
+                currency: &e.currency,
+                event_time_ms: e.event_time,
+            },
+            meta.now_ms,
+            &mut bad,
+        );
+        (bad, common)
     }
 
     pub fn normalise(
@@ -282,16 +279,14 @@ impl Noncash {
         e: NoncashPayment,
         meta: &MessageMeta<'_>,
     ) -> Result<Processed<NoncashRow>, Vec<Invalid>> {
-        let bad = self.validate(&e, meta);
-        if !bad.is_empty() {
+        let (bad, common) = self.check(&e, meta);
+        let Some(CommonChecked {
+            region,
+            amount,
+            time: t,
+        }) = common.filter(|_| bad.is_empty())
+        else {
             return Err(bad);
-        }
-        let (Ok(region), Ok(amount), Ok(t)) = (
-            reference::check_region(&e.region_code),
-            amount::parse_idr(&e.amount),
-            EventTime::check(e.event_time, meta.now_ms),
-        ) else {
-            return Err(vec![Invalid::new("internal", "re-validation failed")]);
         };
         let date = t.wib_date();
         let date_s = date.format("%Y-%m-%d").to_string();
