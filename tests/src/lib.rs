@@ -435,6 +435,64 @@ pub fn offsets_at_end(env: &Env, s: &ConsumerSetup, partitions: i32, ends: &Ends
     Ok(())
 }
 
+/// The three consumers of one deployment, sharing one database (`<name>_…`): fresh topics for
+/// each, the qris-consumer started first and awaited until ready (it applies the migrations,
+/// as docker-compose's `migrate` job does before the services start), then the other two.
+pub struct Deployment {
+    pub database: String,
+    pub qris: ConsumerSetup,
+    pub noncash: ConsumerSetup,
+    pub merchants: ConsumerSetup,
+    pub qris_proc: ConsumerProc,
+    pub noncash_proc: ConsumerProc,
+    pub merchants_proc: ConsumerProc,
+}
+
+impl Deployment {
+    pub async fn start(env: &Env, name: &str, partitions: i32) -> Result<Deployment> {
+        let database = unique(name);
+        let setup = |svc, suffix: &str| {
+            let db = database.clone();
+            let n = format!("{name}_{suffix}");
+            async move {
+                Ok::<_, anyhow::Error>(
+                    ConsumerSetup::new_for(env, svc, &n, partitions)
+                        .await?
+                        .with_database(&db),
+                )
+            }
+        };
+        let qris = setup(QRIS, "q").await?;
+        let noncash = setup(NONCASH, "n").await?;
+        let merchants = setup(MERCHANTS, "m").await?;
+        let qris_proc = ConsumerProc::start(env, &qris, "q")?;
+        let q = &qris_proc;
+        wait_until(
+            Duration::from_secs(60),
+            "qris-consumer ready",
+            || async move {
+                Ok(q.get("/health/ready")
+                    .await
+                    .map(|r| r.0 == 200)
+                    .unwrap_or(false))
+            },
+        )
+        .await
+        .map_err(|e| e.context(qris_proc.log_tail()))?;
+        let noncash_proc = ConsumerProc::start(env, &noncash, "n")?;
+        let merchants_proc = ConsumerProc::start(env, &merchants, "m")?;
+        Ok(Deployment {
+            database,
+            qris,
+            noncash,
+            merchants,
+            qris_proc,
+            noncash_proc,
+            merchants_proc,
+        })
+    }
+}
+
 /// A running consumer process.
 pub struct ConsumerProc {
     pub child: Child,

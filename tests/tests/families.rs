@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use umkm_e2e::traffic::Plan;
 use umkm_e2e::{
-    ConsumerProc, ConsumerSetup, DlqRecord, Ends, Env, MERCHANTS, NONCASH, QRIS, ch, ch_u64,
+    ConsumerProc, ConsumerSetup, DlqRecord, Ends, Env, MERCHANTS, NONCASH, ch, ch_u64,
     merchant_traffic, noncash_traffic, offsets_at_end, publish_tracked, read_dlq_exactly,
     wait_committed,
 };
@@ -290,35 +290,10 @@ async fn qris_and_card_payments_resolve_to_one_merchant_even_when_it_registers_l
     use umkm_core::avro::encode;
 
     let env = Env::from_env();
-    let db = umkm_e2e::unique("e2e_canonical");
-    let qs = ConsumerSetup::new_for(&env, QRIS, "canon_q", PARTITIONS)
-        .await?
-        .with_database(&db);
-    let ns = ConsumerSetup::new_for(&env, NONCASH, "canon_n", PARTITIONS)
-        .await?
-        .with_database(&db);
-    let ms = ConsumerSetup::new_for(&env, MERCHANTS, "canon_m", PARTITIONS)
-        .await?
-        .with_database(&db);
-    // One consumer migrates the shared database first (docker-compose runs `migrate` once before
-    // the services start); the others then find every migration applied.
-    let qc = ConsumerProc::start(&env, &qs, "q")?;
-    let q2 = &qc;
-    umkm_e2e::wait_until(
-        Duration::from_secs(60),
-        "qris-consumer ready",
-        || async move {
-            Ok(q2
-                .get("/health/ready")
-                .await
-                .map(|r| r.0 == 200)
-                .unwrap_or(false))
-        },
-    )
-    .await
-    .map_err(|e| e.context(qc.log_tail()))?;
-    let nc = ConsumerProc::start(&env, &ns, "n")?;
-    let mc = ConsumerProc::start(&env, &ms, "m")?;
+    let d = umkm_e2e::Deployment::start(&env, "e2e_canonical", PARTITIONS).await?;
+    let db = d.database.clone();
+    let (qs, ns, ms) = (d.qris.clone(), d.noncash.clone(), d.merchants.clone());
+    let (qc, nc, mc) = (d.qris_proc, d.noncash_proc, d.merchants_proc);
 
     // Merchant 777 of the registry: NMID ID10000024000777, card MID 93600008:MID00050777.
     let i = 777;

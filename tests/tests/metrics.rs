@@ -14,8 +14,7 @@ use noncash_consumer::{Instrument, NoncashPayment};
 use qris_consumer::{PaymentStatus, ProviderRole, QrisPayment};
 use umkm_core::avro::encode;
 use umkm_e2e::{
-    ConsumerProc, ConsumerSetup, Ends, Env, MERCHANTS, NONCASH, QRIS, ch, merchant_traffic,
-    noncash_traffic, publish_tracked, traffic, wait_committed, wait_until,
+    Ends, Env, ch, merchant_traffic, noncash_traffic, publish_tracked, traffic, wait_committed,
 };
 
 const PARTITIONS: i32 = 2;
@@ -40,33 +39,10 @@ struct Pay {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monthly_activity_is_exact_under_duplicates_refunds_late_events_and_moves() -> Result<()> {
     let env = Env::from_env();
-    let db = umkm_e2e::unique("e2e_metrics");
-    let qs = ConsumerSetup::new_for(&env, QRIS, "met_q", PARTITIONS)
-        .await?
-        .with_database(&db);
-    let ns = ConsumerSetup::new_for(&env, NONCASH, "met_n", PARTITIONS)
-        .await?
-        .with_database(&db);
-    let ms = ConsumerSetup::new_for(&env, MERCHANTS, "met_m", PARTITIONS)
-        .await?
-        .with_database(&db);
-    let qc = ConsumerProc::start(&env, &qs, "q")?;
-    let q2 = &qc;
-    wait_until(
-        Duration::from_secs(60),
-        "qris-consumer ready",
-        || async move {
-            Ok(q2
-                .get("/health/ready")
-                .await
-                .map(|r| r.0 == 200)
-                .unwrap_or(false))
-        },
-    )
-    .await
-    .map_err(|e| e.context(qc.log_tail()))?;
-    let nc = ConsumerProc::start(&env, &ns, "n")?;
-    let mc = ConsumerProc::start(&env, &ms, "m")?;
+    let d = umkm_e2e::Deployment::start(&env, "e2e_metrics", PARTITIONS).await?;
+    let db = d.database.clone();
+    let (qs, ns, ms) = (d.qris.clone(), d.noncash.clone(), d.merchants.clone());
+    let (qc, nc, mc) = (d.qris_proc, d.noncash_proc, d.merchants_proc);
 
     let qv1 = Schema::parse_str(traffic::V1)?;
     let nv1 = Schema::parse_str(noncash_traffic::SCHEMA)?;

@@ -35,6 +35,40 @@ pub fn mid_ref(acquirer_id: &str, merchant_id: &str) -> String {
     format!("MID:{acquirer_id}:{merchant_id}")
 }
 
+/// The publisher's event id: 1-128 characters (a redelivery carries the same one).
+pub fn check_event_id(event_id: &str, bad: &mut Vec<crate::Invalid>) {
+    if event_id.trim().is_empty() || event_id.len() > 128 {
+        bad.push(crate::Invalid::new(
+            "event_id",
+            "event_id must be 1-128 characters",
+        ));
+    }
+}
+
+/// The Kafka message key must be `want` (described as `what`, e.g. "the nmid"), so that every
+/// report of one merchant shares a partition and dedup never races across consumers.
+pub fn check_message_key(
+    key: Option<&[u8]>,
+    want: &str,
+    what: &str,
+    bad: &mut Vec<crate::Invalid>,
+) {
+    match key {
+        Some(k) if k == want.as_bytes() => {}
+        Some(k) => bad.push(crate::Invalid::new(
+            "key_mismatch",
+            format!(
+                "message key {:?} is not {what} {want:?} (all reports of a merchant must share a partition)",
+                String::from_utf8_lossy(k)
+            ),
+        )),
+        None => bad.push(crate::Invalid::new(
+            "key_missing",
+            format!("message has no key; the key must be {what}"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +84,14 @@ mod tests {
         assert_eq!(opt(&Some(" x ".into())), "x");
         assert_eq!(opt(&None), "");
         assert_eq!(mid_ref("93600008", "M1"), "MID:93600008:M1");
+        let mut bad = Vec::new();
+        check_message_key(Some(b"a"), "a", "the id", &mut bad);
+        check_event_id("e-1", &mut bad);
+        assert!(bad.is_empty());
+        check_message_key(Some(b"b"), "a", "the id", &mut bad);
+        check_message_key(None, "a", "the id", &mut bad);
+        check_event_id(" ", &mut bad);
+        let rules: Vec<_> = bad.iter().map(|i| i.rule).collect();
+        assert_eq!(rules, vec!["key_mismatch", "key_missing", "event_id"]);
     }
 }

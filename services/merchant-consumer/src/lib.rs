@@ -9,7 +9,9 @@
 use serde::{Deserialize, Serialize};
 use umkm_core::Invalid;
 use umkm_core::dedup::Key;
-use umkm_core::fields::{all_digits, id_like, is_nmid, mid_ref, nmid_ref, opt};
+use umkm_core::fields::{
+    all_digits, check_event_id, check_message_key, id_like, is_nmid, mid_ref, nmid_ref, opt,
+};
 use umkm_core::reference;
 use umkm_core::time::{EventTime, days_since_epoch};
 use umkm_runtime::config::Validated;
@@ -153,12 +155,7 @@ impl Merchants {
     /// Every validation rule; returns all that fail.
     pub fn validate(&self, e: &MerchantEvent, meta: &MessageMeta<'_>) -> Vec<Invalid> {
         let mut bad = Vec::new();
-        if e.event_id.trim().is_empty() || e.event_id.len() > 128 {
-            bad.push(Invalid::new(
-                "event_id",
-                "event_id must be 1-128 characters",
-            ));
-        }
+        check_event_id(&e.event_id, &mut bad);
         if e.source_id.trim().is_empty() {
             bad.push(Invalid::new("source_id", "source_id is empty"));
         }
@@ -171,21 +168,7 @@ impl Merchants {
                 ),
             ));
         }
-        match meta.key {
-            Some(k) if k == e.merchant_id.as_bytes() => {}
-            Some(k) => bad.push(Invalid::new(
-                "key_mismatch",
-                format!(
-                    "message key {:?} is not the merchant_id {:?} (all events of a merchant must share a partition)",
-                    String::from_utf8_lossy(k),
-                    e.merchant_id
-                ),
-            )),
-            None => bad.push(Invalid::new(
-                "key_missing",
-                "message has no key; the key must be the merchant_id",
-            )),
-        }
+        check_message_key(meta.key, &e.merchant_id, "the merchant_id", &mut bad);
         if e.version < 0 {
             bad.push(Invalid::new(
                 "version_negative",

@@ -10,7 +10,9 @@
 use serde::{Deserialize, Serialize};
 use umkm_core::Invalid;
 use umkm_core::dedup::Key;
-use umkm_core::fields::{id_like, is_nmid, mid_ref, nmid_ref, opt};
+use umkm_core::fields::{
+    check_event_id, check_message_key, id_like, is_nmid, mid_ref, nmid_ref, opt,
+};
 pub use umkm_core::payment::PaymentStatus;
 use umkm_core::payment::{CommonChecked, CommonFields, check_common};
 use umkm_core::pii::PiiHasher;
@@ -194,12 +196,7 @@ impl Noncash {
         meta: &MessageMeta<'_>,
     ) -> (Vec<Invalid>, Option<CommonChecked>) {
         let mut bad = Vec::new();
-        if e.event_id.trim().is_empty() || e.event_id.len() > 128 {
-            bad.push(Invalid::new(
-                "event_id",
-                "event_id must be 1-128 characters",
-            ));
-        }
+        check_event_id(&e.event_id, &mut bad);
         if e.provider_id.trim().is_empty() {
             bad.push(Invalid::new("provider_id", "provider_id is empty"));
         }
@@ -228,20 +225,7 @@ impl Noncash {
             ));
         }
         let want_key = message_key(&e.acquirer_id, &e.merchant_id);
-        match meta.key {
-            Some(k) if k == want_key.as_bytes() => {}
-            Some(k) => bad.push(Invalid::new(
-                "key_mismatch",
-                format!(
-                    "message key {:?} is not {want_key:?} (acquirer_id:merchant_id; all reports of a merchant must share a partition)",
-                    String::from_utf8_lossy(k)
-                ),
-            )),
-            None => bad.push(Invalid::new(
-                "key_missing",
-                "message has no key; the key must be acquirer_id:merchant_id",
-            )),
-        }
+        check_message_key(meta.key, &want_key, "acquirer_id:merchant_id", &mut bad);
         if let Some(t) = &e.terminal_id
             && !t.is_empty()
             && !id_like(t, 16)

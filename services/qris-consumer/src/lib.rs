@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use umkm_core::Invalid;
 use umkm_core::dedup::Key;
-use umkm_core::fields::{all_digits, is_nmid, opt};
+use umkm_core::fields::{all_digits, check_event_id, check_message_key, is_nmid, opt};
 pub use umkm_core::payment::PaymentStatus;
 use umkm_core::payment::{CommonChecked, CommonFields, check_common};
 use umkm_core::pii::PiiHasher;
@@ -145,12 +145,7 @@ impl Qris {
         meta: &MessageMeta<'_>,
     ) -> (Vec<Invalid>, Option<CommonChecked>) {
         let mut bad = Vec::new();
-        if e.event_id.trim().is_empty() || e.event_id.len() > 128 {
-            bad.push(Invalid::new(
-                "event_id",
-                "event_id must be 1-128 characters",
-            ));
-        }
+        check_event_id(&e.event_id, &mut bad);
         if e.provider_id.trim().is_empty() {
             bad.push(Invalid::new("provider_id", "provider_id is empty"));
         }
@@ -167,21 +162,7 @@ impl Qris {
                 format!("nmid {:?} is not 'ID' followed by 13 digits", e.nmid),
             ));
         }
-        match meta.key {
-            Some(k) if k == e.nmid.as_bytes() => {}
-            Some(k) => bad.push(Invalid::new(
-                "key_mismatch",
-                format!(
-                    "message key {:?} is not the nmid {:?} (all reports of a merchant must share a partition)",
-                    String::from_utf8_lossy(k),
-                    e.nmid
-                ),
-            )),
-            None => bad.push(Invalid::new(
-                "key_missing",
-                "message has no key; the key must be the nmid",
-            )),
-        }
+        check_message_key(meta.key, &e.nmid, "the nmid", &mut bad);
         if let Some(pan) = &e.merchant_pan
             && !(all_digits(pan) && (16..=19).contains(&pan.len()) && pan.starts_with("9360"))
         {
