@@ -386,7 +386,9 @@ async fn two_consumers_share_partitions_one_stops_mid_stream() -> Result<()> {
     wait_committed(&env, &s, partitions, &ends, Duration::from_secs(120))
         .await
         .map_err(|e| e.context(a.log_tail()))?;
-    assert_exact(&env, &s, &plan).await?;
+    assert_exact(&env, &s, &plan)
+        .await
+        .map_err(|e| e.context(format!("a:\n{}\nb:\n{}", a.log_tail(), b.log_tail())))?;
     let a_rows = a.metric("umkm_events_total{outcome=\"inserted\"").await;
     let sources = ch(
         &env,

@@ -283,6 +283,13 @@ impl<F: Family> Pipeline<F> {
                             let topic = m.topic().to_string();
                             let (partition, offset) = (m.partition(), m.offset());
                             drop(m);
+                            // The rebalance callback runs inside `recv()`: a revocation and
+                            // re-assignment may have happened during this very call, and this
+                            // message already belongs to the new assignment. Apply the events
+                            // first, or the revocation would drop this message from the batch
+                            // while librdkafka has moved past it (it was lost in a test that
+                            // re-assigned a partition to the same consumer).
+                            self.apply_rebalance_events();
                             self.handle(topic, partition, offset, key, payload).await?;
                         }
                         Err(e) => {
