@@ -265,9 +265,7 @@ fn load_statements() -> Vec<String> {
             ));
         }
     }
-    v.extend(umkm_core::metrics::prepare("DB"));
-    v.push(umkm_core::metrics::build("DB"));
-    v.extend(umkm_core::metrics::swap("DB"));
+    v.extend(umkm_core::metrics::rebuild_statements("DB"));
     v
 }
 
@@ -508,7 +506,145 @@ fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, Stri
             .join("\n"),
     );
     e.insert("Bottom 10 kecamatan by active UMKM", bottom.join("\n"));
+
+    // Day and week (Monday) series over the range: active merchants, transactions, value. Days
+    // with only unsuccessful payments are listed with zeros.
+    let mut by_day: BTreeMap<String, (BTreeSet<String>, u64, i64)> = BTreeMap::new();
+    let mut by_week: BTreeMap<String, (BTreeSet<String>, u64, i64)> = BTreeMap::new();
+    for p in &ps {
+        for (map, period) in [
+            (&mut by_day, p.date.to_string()),
+            (&mut by_week, monday(p.date)),
+        ] {
+            let t = map.entry(period).or_default();
+            if p.status == "success" {
+                t.0.insert(attribute(p).0);
+                t.1 += 1;
+                t.2 += p.amount;
+            }
+        }
+    }
+    let series = |m: &BTreeMap<String, (BTreeSet<String>, u64, i64)>| {
+        m.iter()
+            .map(|(d, (a, n, v))| format!("{},{},{n},{v}", q(d), a.len()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    e.insert(
+        "Active UMKM per day (daily snapshot: the last 120 days of data)",
+        series(&by_day),
+    );
+    e.insert(
+        "Active UMKM per week (Monday to Sunday, WIB; daily snapshot)",
+        series(&by_week),
+    );
+
+    // Trailing 30 days to the range end (2026-10-02 ..= 2026-10-31): registered merchants at the
+    // end that had a successful payment in those days.
+    let active_30d: BTreeSet<String> = PAYMENTS
+        .iter()
+        .filter(|p| p.status == "success" && ("2026-10-02"..="2026-10-31").contains(&p.date))
+        .map(|p| attribute(p).0)
+        .collect();
+    let mut adoption_30d: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut by_kecamatan: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+    for m in latest.values() {
+        if m.status == "active" && all("kab_kota", m.kab) && all("sector", m.sector) {
+            let a = adoption_30d.entry(m.kab).or_default();
+            a.0 += 1;
+            a.1 += u64::from(active_30d.contains(m.id));
+            if !m.kec.is_empty() {
+                let k = by_kecamatan.entry((m.kab, m.kec)).or_default();
+                k.0 += 1;
+                k.1 += u64::from(active_keys.contains(m.id));
+            }
+        }
+    }
+    e.insert(
+        "Adoption rate by kab/kota, trailing 30 days to the range end",
+        adoption_30d
+            .iter()
+            .map(|(k, (r, a))| format!("{},{r},{a},{}", q(k), r4(*a as f64 / *r as f64)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    let mut kec_rates: Vec<(f64, &str, &str, u64, u64)> = by_kecamatan
+        .iter()
+        .map(|((kab, kec), (r, a))| (*a as f64 / *r as f64, *kab, *kec, *r, *a))
+        .collect();
+    kec_rates.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.2.cmp(y.2)));
+    e.insert(
+        "Adoption rate by kecamatan (registered UMKM at the period end that were active)",
+        kec_rates
+            .iter()
+            .map(|(rate, kab, kec, r, a)| format!("{},{},{r},{a},{}", q(kab), q(kec), r4(*rate)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+
+    // Median ticket per kab/kota the payment reported (history where it happened).
+    let mut by_reported: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for p in ps.iter().filter(|p| p.status == "success") {
+        if all("kab_kota", p.kab)
+            && all("sector", p.sector)
+            && all("channel", channel(p.instrument))
+        {
+            by_reported.entry(p.kab).or_default().push(p.amount);
+        }
+    }
+    e.insert(
+        "Median ticket by kab/kota (successful payments, where the payment happened)",
+        by_reported
+            .iter_mut()
+            .map(|(k, v)| {
+                v.sort_unstable();
+                format!("{},{},{}", q(k), v[v.len() / 2], v.len())
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
     e
+}
+
+/// The Monday (ISO week start) of a `YYYY-MM-DD` date, as `YYYY-MM-DD`.
+fn monday(date: &str) -> String {
+    let f: Vec<i64> = date.split('-').filter_map(|x| x.parse().ok()).collect();
+    let days = days_from_civil(f[0], f[1], f[2]);
+    // 1970-01-01 was a Thursday: weekday 0 = Monday.
+    let weekday = (days + 3).rem_euclid(7);
+    let (y, m, d) = civil_from_days(days - weekday);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[test]
+fn monday_of_a_date() {
+    assert_eq!(monday("2026-09-10"), "2026-09-07");
+    assert_eq!(monday("2026-09-07"), "2026-09-07");
+    assert_eq!(monday("2026-10-04"), "2026-09-28");
+    assert_eq!(monday("2024-03-01"), "2024-02-26");
 }
 
 async fn ch_db(env: &Env, db: &str, sql: &str) -> Result<String> {

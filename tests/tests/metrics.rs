@@ -2,7 +2,8 @@
 //! events (duplicates, issuer + acquirer double reports, a refund, a late event, a merchant that
 //! moves region and sector, a merchant that registers after its payments, an unregistered one)
 //! goes through the three consumers; the per-merchant rollups must equal the facts, and
-//! `v_merchant_activity_monthly` must give exactly the values computed here from the same events.
+//! `v_merchant_activity_monthly` must give exactly the values computed here from the same events,
+//! and so must both snapshots after `refresh-metrics`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -255,23 +256,29 @@ async fn monthly_activity_is_exact_under_duplicates_refunds_late_events_and_move
             "refresh-metrics: {stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let snap = ch(
-            &env,
-            &format!(
-                "SELECT toString(month), kab_kota_code, sector, channel, uniqExactIf(merchant_key, success_count > 0), \
-                 sum(success_count), sum(success_value_idr), sum(refund_count) FROM {db}.adoption_merchant_monthly \
-                 GROUP BY month, kab_kota_code, sector, channel ORDER BY month, kab_kota_code, sector, channel FORMAT TabSeparated"
-            ),
-        )
-        .await?;
-        let snap: Vec<String> = snap.lines().map(String::from).collect();
-        ensure!(
-            snap == expected,
-            "snapshot:\n{snap:#?}\nexpected\n{expected:#?}"
-        );
+        // Both snapshots, per month (the daily one's 120-day window holds all these events).
+        for (table, month) in [
+            ("adoption_merchant_monthly", "month"),
+            ("adoption_merchant_daily", "toStartOfMonth(event_date)"),
+        ] {
+            let snap = ch(
+                &env,
+                &format!(
+                    "SELECT toString({month}) AS m, kab_kota_code, sector, channel, uniqExactIf(merchant_key, success_count > 0), \
+                     sum(success_count), sum(success_value_idr), sum(refund_count) FROM {db}.{table} \
+                     GROUP BY m, kab_kota_code, sector, channel ORDER BY m, kab_kota_code, sector, channel FORMAT TabSeparated"
+                ),
+            )
+            .await?;
+            let snap: Vec<String> = snap.lines().map(String::from).collect();
+            ensure!(
+                snap == expected,
+                "{table} by month:\n{snap:#?}\nexpected\n{expected:#?}"
+            );
+        }
     }
     println!(
-        "metrics: {} expected rows, all equal in the views and the snapshot:\n{}",
+        "metrics: {} expected rows, all equal in the views and both snapshots:\n{}",
         expected.len(),
         got.join("\n")
     );

@@ -7,6 +7,13 @@ use anyhow::{Result, ensure};
 use umkm_core::migrations::{self, RenderContext};
 use umkm_e2e::{Env, ch, ch_u64, consumer_bin, repo_root, unique};
 
+/// Columns of the analysts' views (`v_*`) that `column_docs` does not describe (database `DB`).
+const UNDESCRIBED: &str = "SELECT count() FROM system.columns WHERE database = 'DB' \
+     AND startsWith(table, 'v_') AND (table, name) NOT IN (SELECT object, column FROM DB.column_docs)";
+/// Descriptions in `column_docs` of columns that do not exist.
+const STALE_DOCS: &str = "SELECT count() FROM DB.column_docs WHERE (object, column) NOT IN \
+     (SELECT table, name FROM system.columns WHERE database = 'DB')";
+
 #[test]
 fn every_migration_runs_in_chdb_26() -> Result<()> {
     let ctx = RenderContext {
@@ -44,9 +51,7 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
     );
     // The adoption snapshot rebuild, twice (the second replaces the first).
     for _ in 0..2 {
-        statements.extend(umkm_core::metrics::prepare("umkm_chdb"));
-        statements.push(umkm_core::metrics::build("umkm_chdb"));
-        statements.extend(umkm_core::metrics::swap("umkm_chdb"));
+        statements.extend(umkm_core::metrics::rebuild_statements("umkm_chdb"));
     }
     let dir = std::env::temp_dir().join(unique("chdb"));
     std::fs::create_dir_all(&dir)?;
@@ -69,6 +74,10 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
              \"qris\",\"qris_cpm\",\"NMID:ID1099999999999\",\"36.71\",\"food_beverage\"",
         )
         .arg("SELECT count() FROM umkm_chdb.ref_umkm_population=2")
+        // Every column of every analysts' view is described, and no description is stale.
+        .arg(format!("{UNDESCRIBED}=0").replace("DB", "umkm_chdb"))
+        .arg(format!("{STALE_DOCS}=0").replace("DB", "umkm_chdb"))
+        .arg("SELECT count() > 80 FROM umkm_chdb.column_docs=1")
         .arg(
             "SELECT channel, merchant_key, kab_kota_code, sector, sum(success_value_idr) FROM umkm_chdb.v_merchant_activity_monthly \
              GROUP BY channel, merchant_key, kab_kota_code, sector ORDER BY channel, merchant_key \
@@ -77,6 +86,13 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
              \"qris\",\"NMID:ID1099999999999\",\"36.71\",\"food_beverage\",10000",
         )
         .arg("SELECT sum(success_value_idr) FROM umkm_chdb.payments_merchant_daily=485000")
+        .arg(
+            "SELECT toString(event_date), channel, merchant_key, kab_kota_code, sum(success_value_idr) FROM umkm_chdb.adoption_merchant_daily \
+             GROUP BY event_date, channel, merchant_key, kab_kota_code ORDER BY channel, merchant_key \
+             =\"2025-06-03\",\"card\",\"NIB-1\",\"36.04\",450000\n\
+             \"2025-06-03\",\"qris\",\"NIB-1\",\"36.04\",25000\n\
+             \"2025-06-03\",\"qris\",\"NMID:ID1099999999999\",\"36.71\",10000",
+        )
         .arg(
             "SELECT channel, merchant_key, kab_kota_code, sector, sum(success_value_idr) FROM umkm_chdb.adoption_merchant_monthly \
              GROUP BY channel, merchant_key, kab_kota_code, sector ORDER BY channel, merchant_key \
@@ -159,6 +175,15 @@ async fn migrate_subcommand_is_idempotent_on_the_test_server() -> Result<()> {
     )
     .await?;
     ensure!(cols == 37, "qris_payments has {cols} columns");
+    for (what, sql) in [
+        ("view columns without a description", UNDESCRIBED),
+        ("descriptions of missing columns", STALE_DOCS),
+    ] {
+        let n = ch_u64(&env, &sql.replace("DB", &db)).await?;
+        ensure!(n == 0, "{n} {what} in column_docs");
+    }
+    let described = ch_u64(&env, &format!("SELECT count() FROM {db}.column_docs")).await?;
+    ensure!(described > 80, "column_docs holds {described} rows");
 
     // Reference data: every Banten kab/kota and kecamatan of the shipped CSV, once.
     let csv =

@@ -1,47 +1,104 @@
-//! The adoption snapshot rebuild (`<service> refresh-metrics`, docs/metrics.md): statements that
-//! build `adoption_merchant_monthly_next` from `v_merchant_activity_monthly` and swap it in.
+//! The adoption snapshots' rebuild (`<service> refresh-metrics`, docs/metrics.md): statements that
+//! build `<table>_next` from an activity view and swap it in. Two snapshots:
+//! - [`MONTHLY`] `adoption_merchant_monthly` (0013): every month of history;
+//! - [`DAILY`] `adoption_merchant_daily` (0014): the last [`DAILY_WINDOW_DAYS`] days of data.
+//!
 //! SQL accepted by ClickHouse 18.16 and current servers (no EXCHANGE TABLES on 18.16, so two
 //! RENAMEs; a crash between them is repaired by the next run).
 
-pub const TABLE: &str = "adoption_merchant_monthly";
+/// Days the daily snapshot covers, ending at the latest `event_date` of the daily rollup (not at
+/// today, so a backfill of older data gets its day and week panels too; event times more than
+/// 10 minutes in the future are rejected by the consumers, so the anchor cannot run ahead).
+pub const DAILY_WINDOW_DAYS: u32 = 120;
 
-/// Columns filled by the rebuild, in table order (all but `refreshed_at`).
-const GROUP: &str = "month, merchant_key, merchant_registered, province_code, kab_kota_code, \
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot {
+    pub table: &'static str,
+    /// The view it is built from.
+    source: &'static str,
+    /// The period column (`month` or `event_date`).
+    period: &'static str,
+    /// The rollup whose latest `event_date` anchors a window, if the snapshot has one.
+    window_anchor: Option<&'static str>,
+}
+
+pub const MONTHLY: Snapshot = Snapshot {
+    table: "adoption_merchant_monthly",
+    source: "v_merchant_activity_monthly",
+    period: "month",
+    window_anchor: None,
+};
+
+pub const DAILY: Snapshot = Snapshot {
+    table: "adoption_merchant_daily",
+    source: "v_merchant_activity_daily",
+    period: "event_date",
+    window_anchor: Some("payments_merchant_daily"),
+};
+
+/// Every snapshot, in rebuild order.
+pub const ALL: &[Snapshot] = &[MONTHLY, DAILY];
+
+/// The grouping columns after the period, in table order.
+const GROUP: &str = "merchant_key, merchant_registered, province_code, kab_kota_code, \
                      kecamatan_code, sector, channel";
 
-/// Before the rebuild: put a copy left by an interrupted swap back, drop leftovers.
-pub fn prepare(db: &str) -> Vec<String> {
-    vec![
-        format!("DROP TABLE IF EXISTS {db}.{TABLE}_next"),
-        format!("CREATE TABLE {db}.{TABLE}_next AS {db}.{TABLE}"),
-    ]
-}
+impl Snapshot {
+    /// Before the rebuild: drop leftovers, create an empty `_next` copy.
+    pub fn prepare(&self, db: &str) -> Vec<String> {
+        let t = self.table;
+        vec![
+            format!("DROP TABLE IF EXISTS {db}.{t}_next"),
+            format!("CREATE TABLE {db}.{t}_next AS {db}.{t}"),
+        ]
+    }
 
-/// The rebuild itself. No aliases on the sums: ClickHouse 18.16 rejects `sum(x) AS x`.
-pub fn build(db: &str) -> String {
-    format!(
-        "INSERT INTO {db}.{TABLE}_next ({GROUP}, success_count, success_value_idr, refund_count, \
-         refund_value_idr, cancelled_count, failed_count, refreshed_at) \
-         SELECT {GROUP}, sum(success_count), sum(success_value_idr), sum(refund_count), \
-         sum(refund_value_idr), sum(cancelled_count), sum(failed_count), now() \
-         FROM {db}.v_merchant_activity_monthly GROUP BY {GROUP}"
-    )
-}
-
-/// The swap: the old copy out, the new one in, the old one dropped.
-pub fn swap(db: &str) -> Vec<String> {
-    vec![
-        format!("DROP TABLE IF EXISTS {db}.{TABLE}_prev"),
+    /// The rebuild itself. No aliases on the sums: ClickHouse 18.16 rejects `sum(x) AS x`.
+    pub fn build(&self, db: &str) -> String {
+        let (t, p, src) = (self.table, self.period, self.source);
+        let window = match self.window_anchor {
+            Some(anchor) => format!(
+                " WHERE {p} >= (SELECT max(event_date) FROM {db}.{anchor}) - {}",
+                DAILY_WINDOW_DAYS - 1
+            ),
+            None => String::new(),
+        };
         format!(
-            "RENAME TABLE {db}.{TABLE} TO {db}.{TABLE}_prev, {db}.{TABLE}_next TO {db}.{TABLE}"
-        ),
-        format!("DROP TABLE IF EXISTS {db}.{TABLE}_prev"),
-    ]
+            "INSERT INTO {db}.{t}_next ({p}, {GROUP}, success_count, success_value_idr, \
+             refund_count, refund_value_idr, cancelled_count, failed_count, refreshed_at) \
+             SELECT {p}, {GROUP}, sum(success_count), sum(success_value_idr), sum(refund_count), \
+             sum(refund_value_idr), sum(cancelled_count), sum(failed_count), now() \
+             FROM {db}.{src}{window} GROUP BY {p}, {GROUP}"
+        )
+    }
+
+    /// The swap: the old copy out, the new one in, the old one dropped.
+    pub fn swap(&self, db: &str) -> Vec<String> {
+        let t = self.table;
+        vec![
+            format!("DROP TABLE IF EXISTS {db}.{t}_prev"),
+            format!("RENAME TABLE {db}.{t} TO {db}.{t}_prev, {db}.{t}_next TO {db}.{t}"),
+            format!("DROP TABLE IF EXISTS {db}.{t}_prev"),
+        ]
+    }
+
+    /// Repair after a crash between the two renames: the table is missing but `_prev` exists.
+    pub fn repair(&self, db: &str) -> String {
+        let t = self.table;
+        format!("RENAME TABLE {db}.{t}_prev TO {db}.{t}")
+    }
 }
 
-/// Repair after a crash between the two renames: the table is missing but `_prev` exists.
-pub fn repair(db: &str) -> String {
-    format!("RENAME TABLE {db}.{TABLE}_prev TO {db}.{TABLE}")
+/// Every statement of a full rebuild of every snapshot, in order (tests and tools; the service
+/// runs them step by step with timeouts and the repair check).
+pub fn rebuild_statements(db: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    for s in ALL {
+        v.extend(s.prepare(db));
+        v.push(s.build(db));
+        v.extend(s.swap(db));
+    }
+    v
 }
 
 #[cfg(test)]
@@ -50,12 +107,28 @@ mod tests {
 
     #[test]
     fn statements_name_the_database() {
-        assert!(build("umkm").starts_with("INSERT INTO umkm.adoption_merchant_monthly_next"));
-        assert!(!build("umkm").contains(" AS success_count"));
         assert!(
-            swap("d")[1]
+            MONTHLY
+                .build("umkm")
+                .starts_with("INSERT INTO umkm.adoption_merchant_monthly_next (month, ")
+        );
+        assert!(!MONTHLY.build("umkm").contains(" AS success_count"));
+        assert!(!MONTHLY.build("umkm").contains("WHERE"));
+        assert!(
+            MONTHLY.swap("d")[1]
                 .contains("d.adoption_merchant_monthly_next TO d.adoption_merchant_monthly")
         );
-        assert_eq!(prepare("d").len(), 2);
+        assert_eq!(MONTHLY.prepare("d").len(), 2);
+    }
+
+    #[test]
+    fn the_daily_snapshot_covers_a_window_ending_at_the_latest_data() {
+        let b = DAILY.build("d");
+        assert!(b.starts_with("INSERT INTO d.adoption_merchant_daily_next (event_date, "));
+        assert!(b.contains(
+            "FROM d.v_merchant_activity_daily WHERE event_date >= \
+             (SELECT max(event_date) FROM d.payments_merchant_daily) - 119 GROUP BY"
+        ));
+        assert_eq!(rebuild_statements("d").len(), 12);
     }
 }

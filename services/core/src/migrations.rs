@@ -45,6 +45,8 @@ pub const ALL: &[Migration] = &[
     migration!(11, "0011_payment_rollups"),
     migration!(12, "0012_adoption_views"),
     migration!(13, "0013_adoption_snapshot"),
+    migration!(14, "0014_adoption_daily_snapshot"),
+    migration!(15, "0015_column_docs"),
 ];
 
 /// Creates the database and the migrations ledger; run before any migration.

@@ -35,7 +35,7 @@ const USAGE: &str =
 
   run              consume until SIGTERM/SIGINT (default)
   migrate          apply the ClickHouse migrations and exit
-  refresh-metrics  rebuild the adoption snapshot (adoption_merchant_monthly) and exit
+  refresh-metrics  rebuild the adoption snapshots (adoption_merchant_monthly, _daily) and exit
   check-config     validate the configuration, print it (secrets redacted) and exit
 
 Configuration: defaults, then FILE (or $UMKM_CONFIG), then UMKM__SECTION__KEY environment
@@ -191,11 +191,11 @@ async fn refresh_metrics(v: &Validated) -> anyhow::Result<ExitCode> {
         sink.migrate().await?;
     }
     let started = Instant::now();
-    let rows = sink.refresh_adoption(REFRESH_TIMEOUT).await?;
+    for (table, rows) in sink.refresh_adoption(REFRESH_TIMEOUT).await? {
+        println!("refreshed {}.{table}: {rows} rows", sink.database);
+    }
     println!(
-        "refreshed {}.{}: {rows} rows in {:.2} s",
-        sink.database,
-        umkm_core::metrics::TABLE,
+        "snapshots rebuilt in {:.2} s",
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)

@@ -168,11 +168,27 @@ impl Sink {
             .map_err(SinkError::from_ch)
     }
 
-    /// Rebuilds the adoption snapshot (`umkm_core::metrics`) and swaps it in; returns its rows.
-    /// Bounded by `timeout`; the previous snapshot stays readable until the swap.
-    pub async fn refresh_adoption(&self, timeout: Duration) -> Result<u64, SinkError> {
-        use umkm_core::metrics;
+    /// Rebuilds every adoption snapshot (`umkm_core::metrics::ALL`) and swaps each in; returns
+    /// (table, rows) per snapshot. Each build is bounded by `timeout`; the previous copy stays
+    /// readable until its swap.
+    pub async fn refresh_adoption(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<(&'static str, u64)>, SinkError> {
+        let mut out = Vec::new();
+        for snap in umkm_core::metrics::ALL {
+            out.push((snap.table, self.refresh_snapshot(snap, timeout).await?));
+        }
+        Ok(out)
+    }
+
+    async fn refresh_snapshot(
+        &self,
+        snap: &umkm_core::metrics::Snapshot,
+        timeout: Duration,
+    ) -> Result<u64, SinkError> {
         let db = &self.database;
+        let table = snap.table;
         let exists = |t: String| {
             let q = self.admin.query(&format!("EXISTS TABLE {db}.{t}"));
             async move {
@@ -182,33 +198,30 @@ impl Sink {
                     .map_err(SinkError::from_ch)
             }
         };
-        if exists(metrics::TABLE.into()).await? == 0
-            && exists(format!("{}_prev", metrics::TABLE)).await? == 1
-        {
-            tracing::warn!("repairing an interrupted adoption snapshot swap");
-            self.execute(&metrics::repair(db)).await?;
+        if exists(table.into()).await? == 0 && exists(format!("{table}_prev")).await? == 1 {
+            tracing::warn!(table, "repairing an interrupted snapshot swap");
+            self.execute(&snap.repair(db)).await?;
         }
-        for s in metrics::prepare(db) {
+        for s in snap.prepare(db) {
             self.execute(&s).await?;
         }
-        let build = metrics::build(db);
+        let build = snap.build(db);
         tokio::time::timeout(timeout, self.admin.query(&build).execute())
             .await
             .map_err(|_| SinkError::timeout("adoption snapshot build"))?
             .map_err(SinkError::from_ch)?;
-        for s in metrics::swap(db) {
+        for s in snap.swap(db) {
             self.execute(&s).await?;
         }
-        let rows = tokio::time::timeout(
+        tokio::time::timeout(
             self.query_timeout,
             self.admin
-                .query(&format!("SELECT count() FROM {db}.{}", metrics::TABLE))
+                .query(&format!("SELECT count() FROM {db}.{table}"))
                 .fetch_one::<u64>(),
         )
         .await
         .map_err(|_| SinkError::timeout("count"))?
-        .map_err(SinkError::from_ch)?;
-        Ok(rows)
+        .map_err(SinkError::from_ch)
     }
 
     /// Applies every migration not yet recorded; returns (applied, skipped-for-version).
