@@ -700,3 +700,26 @@ pub async fn serve_registry(
     });
     Ok((url, log))
 }
+
+/// Runs `promtool check metrics` (Debian's prometheus package) over a `/metrics` page.
+pub fn promtool_check_metrics(page: &str) -> Result<()> {
+    use std::io::Write;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("promtool (Debian package prometheus) must be installed")?;
+    if let Some(mut stdin) = promtool.stdin.take() {
+        stdin.write_all(page.as_bytes())?;
+    }
+    let checked = promtool.wait_with_output()?;
+    ensure!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    Ok(())
+}

@@ -167,23 +167,7 @@ async fn ten_thousand_events_land_exactly_once_and_bad_ones_go_to_the_dlq() -> R
     );
 
     // The exposition format passes Prometheus's own checker.
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = promtool.stdin.take() {
-        use std::io::Write;
-        stdin.write_all(m.as_bytes())?;
-    }
-    let checked = promtool.wait_with_output()?;
-    ensure!(
-        checked.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    umkm_e2e::promtool_check_metrics(&m)?;
 
     let cpu = c.cpu_seconds().unwrap_or(f64::NAN);
     let code = c.terminate(Duration::from_secs(30))?;

@@ -146,6 +146,7 @@ async fn noncash_consumer_lands_every_payment_once_and_dead_letters_bad_ones() -
         m.contains("service=\"noncash-consumer\""),
         "metrics lack the service label"
     );
+    umkm_e2e::promtool_check_metrics(&m)?;
     println!(
         "noncash: {} messages ({} unique payments, {} extra party reports, {} redeliveries, {} bad {:?}); \
          {n} rows, {not_acquirer} landed from a non-acquirer report (no acquirer report in that batch); {:.2} s to the last commit",
@@ -250,6 +251,12 @@ async fn merchant_consumer_keeps_history_and_the_latest_version_wins() -> Result
     let dlq = read_dlq_exactly(&env, &s.dlq_topic, plan.bad_total())?;
     check_dlq(&dlq, &plan.bad, &s.topic)?;
     let closed = current.values().filter(|v| v.3 == "closed").count();
+    let (_, m) = c.get("/metrics").await?;
+    ensure!(
+        m.contains("service=\"merchant-consumer\""),
+        "metrics lack the service label"
+    );
+    umkm_e2e::promtool_check_metrics(&m)?;
     println!(
         "merchants: {} messages ({} versions of {} merchants, {} merchants published out of order, {} redeliveries, {} bad {:?}); \
          {} history rows, {} current ({closed} closed); {:.2} s to the last commit",

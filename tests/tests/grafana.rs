@@ -462,8 +462,9 @@ fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, Stri
         "Onboarding rate, Banten (registered UMKM with QRIS at the period end / UMKM population, %)",
         format!("{with_qris},800000,{}", r4(with_qris as f64 / 800_000.0 * 100.0)),
     );
-    // Median ticket per channel over every successful payment in the range (quantileExact: the
-    // element at position floor(n / 2) of the sorted amounts).
+    // Median ticket per channel over every successful payment in the range's months: the lower
+    // median, the element at 1-based position ceil(n / 2) of the sorted amounts, which is what
+    // quantileExactWeighted(amount, count) returns over the ticket rollup.
     let mut tickets: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     for p in ps.iter().filter(|p| p.status == "success") {
         tickets
@@ -472,12 +473,12 @@ fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, Stri
             .push(p.amount);
     }
     e.insert(
-        "Median ticket by channel, Banten (successful payments, all regions and sectors)",
+        "Median ticket by channel, Banten (successful payments in the months of the range)",
         tickets
             .iter_mut()
             .map(|(c, v)| {
                 v.sort_unstable();
-                format!("{},{},{}", q(c), v[v.len() / 2], v.len())
+                format!("{},{},{}", q(c), v[(v.len() - 1) / 2], v.len())
             })
             .collect::<Vec<_>>()
             .join("\n"),
@@ -593,12 +594,12 @@ fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, Stri
         }
     }
     e.insert(
-        "Median ticket by kab/kota (successful payments, where the payment happened)",
+        "Median ticket by kab/kota (successful payments in the months of the range, where the payment happened)",
         by_reported
             .iter_mut()
             .map(|(k, v)| {
                 v.sort_unstable();
-                format!("{},{},{}", q(k), v[v.len() / 2], v.len())
+                format!("{},{},{}", q(k), v[(v.len() - 1) / 2], v.len())
             })
             .collect::<Vec<_>>()
             .join("\n"),

@@ -47,6 +47,7 @@ pub const ALL: &[Migration] = &[
     migration!(13, "0013_adoption_snapshot"),
     migration!(14, "0014_adoption_daily_snapshot"),
     migration!(15, "0015_column_docs"),
+    migration!(16, "0016_ticket_rollup"),
 ];
 
 /// Creates the database and the migrations ledger; run before any migration.
