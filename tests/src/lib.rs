@@ -3,6 +3,7 @@
 //! publisher, a handle on a consumer process, and readers for ClickHouse, the DLQ and committed
 //! offsets.
 
+pub mod banten;
 pub mod grafana;
 pub mod merchant_traffic;
 pub mod noncash_traffic;

@@ -1,0 +1,338 @@
+//! umkm-traffic: plays Banten's banks, e-wallets, gateways and the UMKM registry. Publishes
+//! deterministic (seeded) Avro events in the Confluent wire format to the project's three topics
+//! (umkm_e2e::banten has the model), then prints a summary with the ground truth; `--summary-json`
+//! writes the same as JSON for tests and the demo.
+//!
+//! usage: umkm-traffic [options]
+//!   --brokers HOST:PORT      Kafka bootstrap servers (default $UMKM_KAFKA_BROKERS or 127.0.0.1:19092)
+//!   --seed N                 (default 1)
+//!   --merchants N            (default 2000)
+//!   --payments N             payments over the range (default 50000)
+//!   --from YYYY-MM-DD        first WIB day (default: --days before --to)
+//!   --to YYYY-MM-DD          last WIB day (default: yesterday, WIB)
+//!   --days N                 length of the range when --from is not given (default 90)
+//!   --rate N                 pace publishing at N messages/s (default: as fast as possible)
+//!   --double-report F        share of payments also reported by issuer/gateway (default 0.15)
+//!   --redeliver F            share of messages sent twice (default 0.02)
+//!   --late F                 share of payments published 1-5 days late (default 0.01)
+//!   --bad-each N             bad records of each kind per topic (default 5)
+//!   --qris-topic T  --noncash-topic T  --merchant-topic T   (defaults: the project's topics)
+//!   --summary-json FILE      write the ground truth as JSON
+//!   --dry-run                generate and summarise without publishing
+//!
+//! The topics must exist (scripts/stack up creates them; docker-compose's kafka-init too).
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use umkm_e2e::banten::{Digest, Family, Spec, Stream, civil_from_days, days_from_civil};
+
+struct Opts {
+    brokers: String,
+    spec: Spec,
+    rate: Option<f64>,
+    topics: [String; 3],
+    summary_json: Option<String>,
+    dry_run: bool,
+}
+
+fn parse_day(s: &str) -> Result<i64> {
+    let f: Vec<i64> = s
+        .split('-')
+        .map(|x| x.parse::<i64>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("date {s}: expected YYYY-MM-DD"))?;
+    if f.len() != 3 || !(1..=12).contains(&f[1]) || !(1..=31).contains(&f[2]) {
+        bail!("date {s}: expected YYYY-MM-DD");
+    }
+    Ok(days_from_civil(f[0], f[1], f[2]))
+}
+
+fn day_str(d: i64) -> String {
+    let (y, m, dd) = civil_from_days(d);
+    format!("{y:04}-{m:02}-{dd:02}")
+}
+
+fn opts() -> Result<Opts> {
+    let mut spec = Spec::default();
+    let mut brokers =
+        std::env::var("UMKM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
+    let (mut from, mut to, mut days) = (None, None, 90i64);
+    let mut rate = None;
+    let mut topics = [
+        "payments.qris.v1".to_string(),
+        "payments.noncash.v1".to_string(),
+        "merchants.registry.v1".to_string(),
+    ];
+    let (mut summary_json, mut dry_run) = (None, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--brokers" => brokers = val()?,
+            "--seed" => spec.seed = val()?.parse()?,
+            "--merchants" => spec.merchants = val()?.parse()?,
+            "--payments" => spec.payments = val()?.parse()?,
+            "--from" => from = Some(parse_day(&val()?)?),
+            "--to" => to = Some(parse_day(&val()?)?),
+            "--days" => days = val()?.parse()?,
+            "--rate" => rate = Some(val()?.parse::<f64>()?),
+            "--double-report" => spec.double_report = val()?.parse()?,
+            "--redeliver" => spec.redeliver = val()?.parse()?,
+            "--late" => spec.late = val()?.parse()?,
+            "--bad-each" => spec.bad_each = val()?.parse()?,
+            "--qris-topic" => topics[0] = val()?,
+            "--noncash-topic" => topics[1] = val()?,
+            "--merchant-topic" => topics[2] = val()?,
+            "--summary-json" => summary_json = Some(val()?),
+            "--dry-run" => dry_run = true,
+            "-h" | "--help" => {
+                println!("see the header of tests/src/bin/umkm-traffic.rs or the README");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other} (--help)"),
+        }
+    }
+    for (name, f) in [
+        ("--double-report", spec.double_report),
+        ("--redeliver", spec.redeliver),
+        ("--late", spec.late),
+    ] {
+        if !(0.0..=1.0).contains(&f) {
+            bail!("{name} must be between 0 and 1");
+        }
+    }
+    if spec.merchants == 0 {
+        bail!("--merchants must be at least 1");
+    }
+    let now_wib_day = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64
+        + 7 * 3_600_000)
+        .div_euclid(86_400_000);
+    let last = to.unwrap_or(now_wib_day - 1);
+    let first = from.unwrap_or(last - days + 1);
+    if last < first {
+        bail!("--from is after --to");
+    }
+    if last >= now_wib_day {
+        bail!("--to must be before today (WIB): the consumers reject event times in the future");
+    }
+    spec.first_day = first;
+    spec.last_day = last;
+    if let Some(r) = rate
+        && r <= 0.0
+    {
+        bail!("--rate must be positive");
+    }
+    Ok(Opts {
+        brokers,
+        spec,
+        rate,
+        topics,
+        summary_json,
+        dry_run,
+    })
+}
+
+struct Progress {
+    tty: bool,
+    started: Instant,
+    last: Instant,
+    total_days: i64,
+}
+
+impl Progress {
+    fn show(&mut self, sent: u64, days_done: i64, force: bool) {
+        let every = if self.tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
+        if !force && self.last.elapsed() < every {
+            return;
+        }
+        self.last = Instant::now();
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = sent as f64 / secs;
+        let frac = days_done as f64 / self.total_days.max(1) as f64;
+        let eta = if frac > 0.0 { secs / frac - secs } else { 0.0 };
+        if self.tty {
+            let width = 30;
+            let fill = (frac * width as f64) as usize;
+            eprint!(
+                "\r[{}{}] {:>3.0}%  {sent} messages  {rate:.0} msg/s  ETA {eta:.0} s   ",
+                "#".repeat(fill),
+                ".".repeat(width - fill),
+                frac * 100.0
+            );
+            let _ = std::io::stderr().flush();
+        } else {
+            eprintln!(
+                "umkm-traffic: day {days_done}/{}, {sent} messages, {rate:.0} msg/s, ETA {eta:.0} s",
+                self.total_days
+            );
+        }
+    }
+}
+
+async fn drain(pending: &mut Vec<DeliveryFuture>) -> Result<()> {
+    for f in pending.drain(..) {
+        f.await
+            .context("delivery cancelled")?
+            .map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))?;
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let o = opts()?;
+    let producer: Option<FutureProducer> = if o.dry_run {
+        None
+    } else {
+        let p: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &o.brokers)
+            .set("acks", "all")
+            .set("linger.ms", "20")
+            .set("message.timeout.ms", "60000")
+            .create()?;
+        // Fail early and clearly when a topic is missing (tansu does not auto-create them).
+        let md = p
+            .client()
+            .fetch_metadata(None, Duration::from_secs(15))
+            .with_context(|| format!("cannot reach Kafka at {}", o.brokers))?;
+        for t in &o.topics {
+            if !md
+                .topics()
+                .iter()
+                .any(|x| x.name() == t && !x.partitions().is_empty())
+            {
+                bail!(
+                    "topic {t} does not exist on {}: create it first (scripts/stack topics)",
+                    o.brokers
+                );
+            }
+        }
+        Some(p)
+    };
+    let mut stream = Stream::new(o.spec.clone());
+    let mut progress = Progress {
+        tty: std::io::stderr().is_terminal(),
+        started: Instant::now(),
+        last: Instant::now(),
+        total_days: stream.days_left(),
+    };
+    eprintln!(
+        "umkm-traffic: seed {}, {} merchants, {} payments, {} .. {} (WIB){}",
+        o.spec.seed,
+        o.spec.merchants,
+        o.spec.payments,
+        day_str(o.spec.first_day),
+        day_str(o.spec.last_day),
+        if o.dry_run { ", dry run" } else { "" }
+    );
+    let mut sent = 0u64;
+    let mut digest = Digest::default();
+    let mut days_done = 0;
+    let mut pending: Vec<DeliveryFuture> = Vec::new();
+    let started = Instant::now();
+    while let Some(msgs) = stream.next_day() {
+        for m in msgs {
+            digest.add(&m);
+            if let Some(p) = &producer {
+                let topic = match m.family {
+                    Family::Qris => &o.topics[0],
+                    Family::Noncash => &o.topics[1],
+                    Family::Merchants => &o.topics[2],
+                };
+                let mut rec = FutureRecord::to(topic).key(&m.key).payload(&m.payload);
+                loop {
+                    match p.send_result(rec) {
+                        Ok(f) => {
+                            pending.push(f);
+                            break;
+                        }
+                        Err((_, r)) => {
+                            // Local queue full: wait for what is in flight, then retry.
+                            rec = r;
+                            drain(&mut pending).await?;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                }
+                if pending.len() >= 50_000 {
+                    drain(&mut pending).await?;
+                }
+            }
+            sent += 1;
+            if let Some(r) = o.rate {
+                let due = started + Duration::from_secs_f64(sent as f64 / r);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            progress.show(sent, days_done, false);
+        }
+        days_done += 1;
+        progress.show(sent, days_done, false);
+    }
+    drain(&mut pending).await?;
+    if let Some(p) = &producer {
+        p.flush(Duration::from_secs(60))?;
+    }
+    progress.show(sent, days_done, true);
+    if progress.tty {
+        eprintln!();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let t = &stream.truth;
+    println!(
+        "published {sent} messages in {secs:.1} s ({:.0} msg/s)",
+        sent as f64 / secs.max(1e-3)
+    );
+    println!("ground truth (what must land):");
+    println!(
+        "  qris_payments      {:>9} rows  ({} double reports, {} redeliveries, {} bad)",
+        t.qris_payments,
+        t.double_reports.get(&Family::Qris).unwrap_or(&0),
+        t.redeliveries.get(&Family::Qris).unwrap_or(&0),
+        t.bad_total(Family::Qris)
+    );
+    println!(
+        "  noncash_payments   {:>9} rows  ({} double reports, {} redeliveries, {} bad)",
+        t.noncash_payments,
+        t.double_reports.get(&Family::Noncash).unwrap_or(&0),
+        t.redeliveries.get(&Family::Noncash).unwrap_or(&0),
+        t.bad_total(Family::Noncash)
+    );
+    println!(
+        "  merchant_events    {:>9} rows  ({} merchants registered, {} redeliveries, {} bad)",
+        t.merchant_versions,
+        t.merchants_registered,
+        t.redeliveries.get(&Family::Merchants).unwrap_or(&0),
+        t.bad_total(Family::Merchants)
+    );
+    println!("  late payments      {:>9}", t.late_payments);
+    println!("  stream digest      {}", digest.hex());
+    for (f, rules) in &t.bad {
+        println!("  DLQ {f:?}: {rules:?}");
+    }
+    if let Some(path) = &o.summary_json {
+        let json = serde_json::json!({
+            "spec": o.spec,
+            "first_day": day_str(o.spec.first_day),
+            "last_day": day_str(o.spec.last_day),
+            "published": sent,
+            "digest": digest.hex(),
+            "seconds": secs,
+            "truth": t,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("write {path}"))?;
+    }
+    Ok(())
+}
