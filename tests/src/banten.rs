@@ -175,6 +175,9 @@ struct Merchant {
     /// (acquirer id, merchant id) for card / e-money / transfer acceptance.
     mid: Option<(&'static str, String)>,
     onboarding_day: i64,
+    /// Relative payment volume: 0 for merchants registered for QRIS or cards who do not use
+    /// them (about a third), log-normal otherwise, so a few merchants take many payments.
+    activity: f64,
     /// Day of an UPDATED version (moves to another kecamatan of its kab/kota), if any.
     update_day: Option<i64>,
     update_kec: &'static str,
@@ -356,6 +359,12 @@ impl Stream {
                 .random_bool(0.02)
                 .then(|| onboarding_day.max(spec.first_day) + rng.random_range(0..days))
                 .map(|d| d.max(update_day.unwrap_or(d) + 1));
+            let activity = if rng.random_bool(0.32) {
+                0.0
+            } else {
+                let (u1, u2): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
+                ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()).exp()
+            };
             merchants.push(Merchant {
                 id: format!("NIB-{:013}", 9_130_000_000_000u64 + i as u64),
                 kab,
@@ -366,6 +375,7 @@ impl Stream {
                 nmid,
                 mid,
                 onboarding_day,
+                activity,
                 update_day,
                 update_kec,
                 close_day,
@@ -452,17 +462,29 @@ impl Stream {
                 .saturating_sub(self.payments_done)
                 .min(self.spec.payments - self.payments_done)
         };
-        let active: Vec<usize> = self
-            .by_onboarding
-            .iter()
-            .copied()
-            .take_while(|&i| self.merchants[i].onboarding_day <= day)
-            .filter(|&i| self.merchants[i].close_day.is_none_or(|c| c > day))
-            .collect();
+        // Who may pay today: onboarded, not closed, and using digital payments at all; picked
+        // in proportion to their activity.
+        let mut active: Vec<usize> = Vec::new();
+        let mut cumulative: Vec<f64> = Vec::new();
+        let mut total = 0.0;
+        for &i in self.by_onboarding.iter() {
+            let m = &self.merchants[i];
+            if m.onboarding_day > day {
+                break;
+            }
+            if m.activity > 0.0 && m.close_day.is_none_or(|c| c > day) {
+                total += m.activity;
+                active.push(i);
+                cumulative.push(total);
+            }
+        }
         if !active.is_empty() {
             for _ in 0..share {
-                let i = active[self.rng.random_range(0..active.len())];
-                self.payment(i, day, &mut out);
+                let x = self.rng.random_range(0.0..total);
+                let k = cumulative
+                    .partition_point(|c| *c <= x)
+                    .min(active.len() - 1);
+                self.payment(active[k], day, &mut out);
             }
             self.payments_done += share;
         }

@@ -19,8 +19,11 @@
 //!   --qris-topic T  --noncash-topic T  --merchant-topic T   (defaults: the project's topics)
 //!   --summary-json FILE      write the ground truth as JSON
 //!   --dry-run                generate and summarise without publishing
+//!   --create-topics P        create the three topics with P partitions if they are missing
+//!   --create-dlq T           also create topic T (1 partition) if missing; repeatable
 //!
-//! The topics must exist (scripts/stack up creates them; docker-compose's kafka-init too).
+//! Otherwise the topics must exist (scripts/stack up creates the project's; docker-compose's
+//! kafka-init too).
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -37,6 +40,8 @@ struct Opts {
     topics: [String; 3],
     summary_json: Option<String>,
     dry_run: bool,
+    create_partitions: Option<i32>,
+    create_dlq: Vec<String>,
 }
 
 fn parse_day(s: &str) -> Result<i64> {
@@ -68,6 +73,7 @@ fn opts() -> Result<Opts> {
         "merchants.registry.v1".to_string(),
     ];
     let (mut summary_json, mut dry_run) = (None, false);
+    let (mut create_partitions, mut create_dlq) = (None, Vec::new());
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -89,6 +95,8 @@ fn opts() -> Result<Opts> {
             "--merchant-topic" => topics[2] = val()?,
             "--summary-json" => summary_json = Some(val()?),
             "--dry-run" => dry_run = true,
+            "--create-topics" => create_partitions = Some(val()?.parse()?),
+            "--create-dlq" => create_dlq.push(val()?),
             "-h" | "--help" => {
                 println!("see the header of tests/src/bin/umkm-traffic.rs or the README");
                 std::process::exit(0);
@@ -135,6 +143,8 @@ fn opts() -> Result<Opts> {
         topics,
         summary_json,
         dry_run,
+        create_partitions,
+        create_dlq,
     })
 }
 
@@ -179,6 +189,35 @@ impl Progress {
     }
 }
 
+/// Creates the topics that do not exist yet (an existing topic is fine).
+async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
+    let res = tokio::time::timeout(Duration::from_secs(30), admin.create_topics(&new, &opts))
+        .await
+        .context("creating topics timed out")??;
+    for r in res {
+        if let Err((t, e)) = r
+            && e != RDKafkaErrorCode::TopicAlreadyExists
+        {
+            bail!("create topic {t}: {e}");
+        }
+    }
+    Ok(())
+}
+
 async fn drain(pending: &mut Vec<DeliveryFuture>) -> Result<()> {
     for f in pending.drain(..) {
         f.await
@@ -191,6 +230,11 @@ async fn drain(pending: &mut Vec<DeliveryFuture>) -> Result<()> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let o = opts()?;
+    let mut wanted: Vec<(&str, i32)> = o.create_dlq.iter().map(|t| (t.as_str(), 1)).collect();
+    if let Some(n) = o.create_partitions {
+        wanted.extend(o.topics.iter().map(|t| (t.as_str(), n)));
+    }
+    create_topics(&o.brokers, &wanted).await?;
     let producer: Option<FutureProducer> = if o.dry_run {
         None
     } else {
