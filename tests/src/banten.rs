@@ -929,6 +929,44 @@ mod tests {
         assert!(a.iter().zip(&c).any(|(x, y)| x.payload != y.payload));
     }
 
+    /// The decoder's fast path (writer schema = reader schema: serde straight from the bytes)
+    /// gives exactly the event the resolving `Value` path gives, for every family's messages.
+    #[test]
+    fn fast_and_resolving_decode_agree() {
+        use umkm_core::avro::Decoder;
+        fn check<T: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+            schema: &str,
+            id: u32,
+            msgs: &[&Msg],
+        ) {
+            let mut d = Decoder::new(schema).expect("schema");
+            d.register(id, schema).expect("register");
+            assert!(!msgs.is_empty());
+            for m in msgs {
+                let fast: T = d.decode(&m.payload).expect("fast decode");
+                let (_, v) = d.decode_value(&m.payload).expect("value decode");
+                let slow: T = apache_avro::from_value(&v).expect("from_value");
+                assert_eq!(fast, slow);
+            }
+        }
+        let (msgs, _) = all(Spec {
+            bad_each: 0,
+            ..small()
+        });
+        let of = |f: Family| msgs.iter().filter(|m| m.family == f).collect::<Vec<_>>();
+        check::<QrisPayment>(crate::traffic::V1, QRIS_ID, &of(Family::Qris));
+        check::<NoncashPayment>(
+            crate::noncash_traffic::SCHEMA,
+            NONCASH_ID,
+            &of(Family::Noncash),
+        );
+        check::<MerchantEvent>(
+            crate::merchant_traffic::SCHEMA,
+            MERCHANT_ID,
+            &of(Family::Merchants),
+        );
+    }
+
     #[test]
     fn truth_adds_up() {
         let (msgs, t) = all(small());

@@ -5,6 +5,12 @@
 //!
 //! One `GenericDatumReader` is cached per schema id: building it resolves the schemas, which is
 //! the expensive part (see PERF.md §3).
+//!
+//! Fast path: when a writer schema has the same Parsing Canonical Form as the reader schema (the
+//! usual case: publishers on the current contract), there is nothing to resolve, and the datum is
+//! deserialized straight from the bytes into the event type (apache-avro's schema-aware serde
+//! deserializer) instead of through a `Value` tree. Other writers (older or newer versions) go
+//! through the resolving reader. docs/benchmarks.md has the measured difference.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,6 +53,9 @@ impl DecodeError {
 
 struct Entry {
     reader: GenericDatumReader<'static>,
+    /// Set when the writer schema equals the reader schema (canonical forms): a reader without
+    /// resolution, for `read_deser`.
+    direct: Option<GenericDatumReader<'static>>,
 }
 
 /// Decodes Confluent-framed Avro into `T` through a pinned reader schema.
@@ -86,7 +95,16 @@ impl Decoder {
             .reader_schema(self.reader_schema)
             .build()
             .map_err(incompatible)?;
-        self.entries.insert(id, Arc::new(Entry { reader }));
+        let direct = if writer.canonical_form() == self.reader_schema.canonical_form() {
+            Some(
+                GenericDatumReader::builder(writer)
+                    .build()
+                    .map_err(incompatible)?,
+            )
+        } else {
+            None
+        };
+        self.entries.insert(id, Arc::new(Entry { reader, direct }));
         Ok(())
     }
 
@@ -118,6 +136,26 @@ impl Decoder {
     }
 
     pub fn decode<T: DeserializeOwned>(&self, buf: &[u8]) -> Result<T, DecodeError> {
+        let (id, mut payload) = wire::parse(buf)?;
+        let entry = self
+            .entries
+            .get(&id)
+            .ok_or(DecodeError::UnknownSchemaId(id))?;
+        if let Some(direct) = &entry.direct {
+            let event = direct
+                .read_deser::<T>(&mut payload)
+                .map_err(|e| DecodeError::Datum {
+                    id,
+                    message: e.to_string(),
+                })?;
+            if !payload.is_empty() {
+                return Err(DecodeError::Datum {
+                    id,
+                    message: format!("{} trailing bytes after the datum", payload.len()),
+                });
+            }
+            return Ok(event);
+        }
         let (id, value) = self.decode_value(buf)?;
         apache_avro::from_value::<T>(&value).map_err(|e| DecodeError::Mapping {
             id,
