@@ -113,55 +113,51 @@ impl Decoder {
         wire::parse(buf).map(|(id, _)| id)
     }
 
-    pub fn decode_value(&self, buf: &[u8]) -> Result<(u32, Value), DecodeError> {
-        let (id, mut payload) = wire::parse(buf)?;
+    /// The schema id, its cached readers and the datum bytes of a framed message.
+    fn entry_for<'b>(&self, buf: &'b [u8]) -> Result<(u32, &Entry, &'b [u8]), DecodeError> {
+        let (id, payload) = wire::parse(buf)?;
         let entry = self
             .entries
             .get(&id)
             .ok_or(DecodeError::UnknownSchemaId(id))?;
-        let value = entry
-            .reader
-            .read_value(&mut payload)
-            .map_err(|e| DecodeError::Datum {
-                id,
-                message: e.to_string(),
-            })?;
-        if !payload.is_empty() {
-            return Err(DecodeError::Datum {
-                id,
-                message: format!("{} trailing bytes after the datum", payload.len()),
-            });
-        }
-        Ok((id, value))
+        Ok((id, entry.as_ref(), payload))
+    }
+
+    pub fn decode_value(&self, buf: &[u8]) -> Result<(u32, Value), DecodeError> {
+        let (id, entry, mut payload) = self.entry_for(buf)?;
+        let read = entry.reader.read_value(&mut payload);
+        Ok((id, datum(id, read, payload)?))
     }
 
     pub fn decode<T: DeserializeOwned>(&self, buf: &[u8]) -> Result<T, DecodeError> {
-        let (id, mut payload) = wire::parse(buf)?;
-        let entry = self
-            .entries
-            .get(&id)
-            .ok_or(DecodeError::UnknownSchemaId(id))?;
+        let (id, entry, mut payload) = self.entry_for(buf)?;
         if let Some(direct) = &entry.direct {
-            let event = direct
-                .read_deser::<T>(&mut payload)
-                .map_err(|e| DecodeError::Datum {
-                    id,
-                    message: e.to_string(),
-                })?;
-            if !payload.is_empty() {
-                return Err(DecodeError::Datum {
-                    id,
-                    message: format!("{} trailing bytes after the datum", payload.len()),
-                });
-            }
-            return Ok(event);
+            let read = direct.read_deser::<T>(&mut payload);
+            return datum(id, read, payload);
         }
-        let (id, value) = self.decode_value(buf)?;
+        let read = entry.reader.read_value(&mut payload);
+        let value = datum(id, read, payload)?;
         apache_avro::from_value::<T>(&value).map_err(|e| DecodeError::Mapping {
             id,
             message: e.to_string(),
         })
     }
+}
+
+/// A datum read by a reader of schema `id`: its error as [`DecodeError::Datum`], and an error
+/// too when bytes are left after it.
+fn datum<V>(id: u32, read: apache_avro::AvroResult<V>, rest: &[u8]) -> Result<V, DecodeError> {
+    let v = read.map_err(|e| DecodeError::Datum {
+        id,
+        message: e.to_string(),
+    })?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Datum {
+            id,
+            message: format!("{} trailing bytes after the datum", rest.len()),
+        });
+    }
+    Ok(v)
 }
 
 /// Encodes a serde value with `schema` and frames it (used by publishers and tests).
