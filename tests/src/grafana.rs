@@ -63,3 +63,19 @@ pub fn ds_type(v: &Value) -> &str {
         .and_then(Value::as_str)
         .unwrap_or("")
 }
+
+/// (title, rawSql) of every ClickHouse panel target of a dashboard, in panel order.
+pub fn clickhouse_targets(d: &Value) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for p in d["panels"].as_array().into_iter().flatten() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            if ds_type(t) == "grafana-clickhouse-datasource" {
+                v.push((
+                    p["title"].as_str().unwrap_or_default().to_string(),
+                    t["rawSql"].as_str().unwrap_or_default().to_string(),
+                ));
+            }
+        }
+    }
+    v
+}

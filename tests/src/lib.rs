@@ -724,3 +724,24 @@ pub fn promtool_check_metrics(page: &str) -> Result<()> {
     );
     Ok(())
 }
+
+/// Runs `statements` in chDB (current ClickHouse, in-process, via tests/chdb/run_sql.py), then
+/// each `check` (`SQL=expected CSV`); returns the script's output, or the error with it.
+pub fn run_chdb(name: &str, statements: &[String], checks: &[String]) -> Result<String> {
+    let dir = std::env::temp_dir().join(unique(name));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("statements.sql");
+    std::fs::write(&file, statements.join("\n;;\n"))?;
+    let out = Command::new("python3")
+        .arg(repo_root().join("tests/chdb/run_sql.py"))
+        .arg(&file)
+        .args(checks)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    ensure!(
+        out.status.success(),
+        "chDB: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}

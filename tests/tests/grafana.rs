@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use umkm_core::migrations::{self, RenderContext};
 use umkm_e2e::banten::{civil_from_days, days_from_civil};
-use umkm_e2e::grafana::{FROM_MS, TO_MS, dashboards, ds_type, expand};
+use umkm_e2e::grafana::{FROM_MS, TO_MS, clickhouse_targets, dashboards, ds_type, expand};
 use umkm_e2e::{Env, repo_root, unique};
 
 struct Merchant {
@@ -699,18 +699,10 @@ async fn every_clickhouse_panel_answers_the_expected_rows_on_18_16_and_in_chdb()
             vars.insert(name, values);
         }
         let want = expected(&vars);
-        for p in d["panels"].as_array().into_iter().flatten() {
-            let title = p["title"].as_str().unwrap_or_default();
-            for t in p["targets"].as_array().into_iter().flatten() {
-                if ds_type(t) != "grafana-clickhouse-datasource" {
-                    continue;
-                }
-                let sql = expand(
-                    t["rawSql"].as_str().unwrap_or_default(),
-                    &vars,
-                    FROM_MS,
-                    TO_MS,
-                )?;
+        for (title, raw) in clickhouse_targets(&d) {
+            let title = title.as_str();
+            {
+                let sql = expand(&raw, &vars, FROM_MS, TO_MS)?;
                 let got = ch_db(&env, &db, &format!("{sql} FORMAT CSV")).await?;
                 let expected = want
                     .get(title)
@@ -731,21 +723,7 @@ async fn every_clickhouse_panel_answers_the_expected_rows_on_18_16_and_in_chdb()
         want.keys().collect::<Vec<_>>()
     );
     // chDB: the same statements and the same checks.
-    let dir = std::env::temp_dir().join(unique("chdb_grafana"));
-    std::fs::create_dir_all(&dir)?;
-    let file = dir.join("load.sql");
-    std::fs::write(&file, chdb.join("\n;;\n"))?;
-    let out = Command::new("python3")
-        .arg(repo_root().join("tests/chdb/run_sql.py"))
-        .arg(&file)
-        .args(&checks)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "chDB: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    umkm_e2e::run_chdb("chdb_grafana", &chdb, &checks)?;
     println!(
         "grafana: {} ClickHouse panels answered the expected rows on 18.16 and in chDB 26",
         seen.len()

@@ -53,60 +53,51 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
     for _ in 0..2 {
         statements.extend(umkm_core::metrics::rebuild_statements("umkm_chdb"));
     }
-    let dir = std::env::temp_dir().join(unique("chdb"));
-    std::fs::create_dir_all(&dir)?;
-    let file = dir.join("migrations.sql");
-    std::fs::write(&file, statements.join("\n;;\n"))?;
-    let out = Command::new("python3")
-        .arg(repo_root().join("tests/chdb/run_sql.py"))
-        .arg(&file)
+    let checks: Vec<String> = [
         // Applied twice, the reference data is still there once.
-        .arg("SELECT count() FROM umkm_chdb.ref_regions=201")
-        .arg("SELECT count() FROM umkm_chdb.ref_regions WHERE level = 'kecamatan'=155")
-        .arg("SELECT sector FROM umkm_chdb.ref_mcc_sector WHERE mcc = '5948'=\"fashion\"")
-        .arg("SELECT count() FROM umkm_chdb.ref_kbli_sector=93")
-        .arg("SELECT sector FROM umkm_chdb.ref_kbli_sector WHERE kbli_prefix = '10722'=\"food_processing\"")
-        .arg("SELECT version, sector FROM umkm_chdb.v_merchants_current=2,\"fashion\"")
-        .arg(
+        "SELECT count() FROM umkm_chdb.ref_regions=201".to_string(),
+        "SELECT count() FROM umkm_chdb.ref_regions WHERE level = 'kecamatan'=155".to_string(),
+        "SELECT sector FROM umkm_chdb.ref_mcc_sector WHERE mcc = '5948'=\"fashion\"".to_string(),
+        "SELECT count() FROM umkm_chdb.ref_kbli_sector=93".to_string(),
+        "SELECT sector FROM umkm_chdb.ref_kbli_sector WHERE kbli_prefix = '10722'=\"food_processing\"".to_string(),
+        "SELECT version, sector FROM umkm_chdb.v_merchants_current=2,\"fashion\"".to_string(),
+        (
             "SELECT channel, instrument, merchant_key, region_code, sector FROM umkm_chdb.v_payments ORDER BY channel, merchant_key \
              =\"card\",\"debit_card\",\"NIB-1\",\"36.04.19\",\"fashion\"\n\
              \"qris\",\"qris_mpm_static\",\"NIB-1\",\"36.04.19\",\"fashion\"\n\
-             \"qris\",\"qris_cpm\",\"NMID:ID1099999999999\",\"36.71\",\"food_beverage\"",
-        )
-        .arg("SELECT count() FROM umkm_chdb.ref_umkm_population=2")
+             \"qris\",\"qris_cpm\",\"NMID:ID1099999999999\",\"36.71\",\"food_beverage\""
+        ).to_string(),
+        "SELECT count() FROM umkm_chdb.ref_umkm_population=2".to_string(),
         // Every column of every analysts' view is described, and no description is stale.
-        .arg(format!("{UNDESCRIBED}=0").replace("DB", "umkm_chdb"))
-        .arg(format!("{STALE_DOCS}=0").replace("DB", "umkm_chdb"))
-        .arg("SELECT count() > 80 FROM umkm_chdb.column_docs=1")
-        .arg(
+        (format!("{UNDESCRIBED}=0").replace("DB", "umkm_chdb")).to_string(),
+        (format!("{STALE_DOCS}=0").replace("DB", "umkm_chdb")).to_string(),
+        "SELECT count() > 80 FROM umkm_chdb.column_docs=1".to_string(),
+        (
             "SELECT channel, merchant_key, kab_kota_code, sector, sum(success_value_idr) FROM umkm_chdb.v_merchant_activity_monthly \
              GROUP BY channel, merchant_key, kab_kota_code, sector ORDER BY channel, merchant_key \
              =\"card\",\"NIB-1\",\"36.04\",\"fashion\",450000\n\
              \"qris\",\"NIB-1\",\"36.04\",\"fashion\",25000\n\
-             \"qris\",\"NMID:ID1099999999999\",\"36.71\",\"food_beverage\",10000",
-        )
-        .arg("SELECT sum(success_value_idr) FROM umkm_chdb.payments_merchant_daily=485000")
-        .arg(
+             \"qris\",\"NMID:ID1099999999999\",\"36.71\",\"food_beverage\",10000"
+        ).to_string(),
+        "SELECT sum(success_value_idr) FROM umkm_chdb.payments_merchant_daily=485000".to_string(),
+        (
             "SELECT toString(event_date), channel, merchant_key, kab_kota_code, sum(success_value_idr) FROM umkm_chdb.adoption_merchant_daily \
              GROUP BY event_date, channel, merchant_key, kab_kota_code ORDER BY channel, merchant_key \
              =\"2025-06-03\",\"card\",\"NIB-1\",\"36.04\",450000\n\
              \"2025-06-03\",\"qris\",\"NIB-1\",\"36.04\",25000\n\
-             \"2025-06-03\",\"qris\",\"NMID:ID1099999999999\",\"36.71\",10000",
-        )
-        .arg(
+             \"2025-06-03\",\"qris\",\"NMID:ID1099999999999\",\"36.71\",10000"
+        ).to_string(),
+        (
             "SELECT channel, merchant_key, kab_kota_code, sector, sum(success_value_idr) FROM umkm_chdb.adoption_merchant_monthly \
              GROUP BY channel, merchant_key, kab_kota_code, sector ORDER BY channel, merchant_key \
              =\"card\",\"NIB-1\",\"36.04\",\"fashion\",450000\n\
              \"qris\",\"NIB-1\",\"36.04\",\"fashion\",25000\n\
-             \"qris\",\"NMID:ID1099999999999\",\"36.71\",\"food_beverage\",10000",
-        )
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        out.status.success(),
-        "chDB rejected a migration:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+             \"qris\",\"NMID:ID1099999999999\",\"36.71\",\"food_beverage\",10000"
+        ).to_string(),
+    ]
+    .into();
+    let stdout = umkm_e2e::run_chdb("chdb", &statements, &checks)
+        .map_err(|e| e.context("chDB rejected a migration"))?;
     ensure!(stdout.contains("ok"), "{stdout}");
     let major: u32 = stdout
         .lines()

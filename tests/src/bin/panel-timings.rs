@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use serde_json::Value;
-use umkm_e2e::grafana::{dashboards, ds_type, expand};
+use umkm_e2e::grafana::{clickhouse_targets, dashboards, expand};
 
 async fn post(url: &str, db: &str, sql: &str) -> Result<String> {
     let resp = reqwest::Client::new()
@@ -72,17 +72,9 @@ async fn main() -> Result<()> {
                 .collect();
             vars.insert(v["name"].as_str().unwrap_or_default().to_string(), values);
         }
-        for p in d["panels"].as_array().into_iter().flatten() {
-            for t in p["targets"].as_array().into_iter().flatten() {
-                if ds_type(t) != "grafana-clickhouse-datasource" {
-                    continue;
-                }
-                let sql = expand(
-                    t["rawSql"].as_str().unwrap_or_default(),
-                    &vars,
-                    from_ms,
-                    to_ms,
-                )?;
+        for (title, raw) in clickhouse_targets(&d) {
+            {
+                let sql = expand(&raw, &vars, from_ms, to_ms)?;
                 let mut times = Vec::new();
                 for _ in 0..runs {
                     let started = Instant::now();
@@ -91,7 +83,6 @@ async fn main() -> Result<()> {
                 }
                 times.sort_by(f64::total_cmp);
                 let median = times[times.len() / 2];
-                let title = p["title"].as_str().unwrap_or_default();
                 println!(
                     "{median:>7.3} s  {title}  ({})",
                     file.rsplit('/').next().unwrap_or("")
