@@ -159,8 +159,19 @@ async fn ten_thousand_events_land_exactly_once_and_bad_ones_go_to_the_dlq() -> R
     ensure!(dlq_m as usize == plan.bad_total(), "dlq metric {dlq_m}");
     let (code, _) = c.get("/health/ready").await?;
     ensure!(code == 200, "ready answered {code}");
+    // Lag comes from librdkafka's statistics (every 5 s in the consumer's defaults): it may
+    // not have been reported yet when the data has landed.
+    let c2 = &c;
+    wait_until(
+        Duration::from_secs(15),
+        "the consumer lag metric",
+        || async move {
+            let (_, m) = c2.get("/metrics").await?;
+            Ok(m.contains("umkm_consumer_lag_messages"))
+        },
+    )
+    .await?;
     let (_, m) = c.get("/metrics").await?;
-    ensure!(m.contains("umkm_consumer_lag_messages"), "no lag metric");
     ensure!(
         m.contains("umkm_insert_duration_seconds_bucket"),
         "no insert latency histogram"

@@ -69,6 +69,16 @@ impl BatchMeter {
         self.opened.map(|o| o + p.max_age)
     }
 
+    /// Adds `other` (a later batch) to this one: counts add up, the older opening time stays.
+    pub fn merge(&mut self, other: &BatchMeter) {
+        self.rows += other.rows;
+        self.bytes += other.bytes;
+        self.opened = match (self.opened, other.opened) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
     pub fn reset(&mut self) {
         *self = BatchMeter::default();
     }

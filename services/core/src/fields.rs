@@ -19,9 +19,19 @@ pub fn is_nmid(s: &str) -> bool {
     s.len() == 15 && s.starts_with("ID") && all_digits(&s[2..])
 }
 
-/// An optional string, trimmed; empty when absent.
-pub fn opt(s: &Option<String>) -> String {
-    s.as_deref().map(str::trim).unwrap_or("").to_string()
+/// An optional string, trimmed; empty when absent. Reuses the string when it needs no trimming
+/// (the common case: no allocation per field on the hot path).
+pub fn opt(s: Option<String>) -> String {
+    s.map(trimmed).unwrap_or_default()
+}
+
+/// The string trimmed, reusing its buffer when nothing needs trimming.
+pub fn trimmed(s: String) -> String {
+    if s.trim().len() == s.len() {
+        s
+    } else {
+        s.trim().to_string()
+    }
 }
 
 /// The canonical merchant reference a payment carries, before the registry resolves it to a
@@ -81,8 +91,10 @@ mod tests {
         assert!(
             is_nmid("ID1020000000001") && !is_nmid("ID102000000000") && !is_nmid("XX1020000000001")
         );
-        assert_eq!(opt(&Some(" x ".into())), "x");
-        assert_eq!(opt(&None), "");
+        assert_eq!(opt(Some(" x ".into())), "x");
+        assert_eq!(opt(Some("y".into())), "y");
+        assert_eq!(opt(None), "");
+        assert_eq!(trimmed("\tz \n".into()), "z");
         assert_eq!(mid_ref("93600008", "M1"), "MID:93600008:M1");
         let mut bad = Vec::new();
         check_message_key(Some(b"a"), "a", "the id", &mut bad);

@@ -79,10 +79,18 @@ pub fn banten_codes() -> impl Iterator<Item = &'static str> {
 /// only (the project ships Banten's kab/kota and kecamatan, not the whole country's).
 pub fn check_region(raw: &str) -> Result<Region, Invalid> {
     let s = raw.trim();
-    let digits: String = s.chars().filter(|c| *c != '.').collect();
-    let well_formed = digits.bytes().all(|b| b.is_ascii_digit())
-        && matches!(digits.len(), 4 | 6)
-        && (s.len() == digits.len() || s.len() == digits.len() + digits.len() / 2 - 1);
+    // The digits without dots, on the stack (this runs for every payment).
+    let (mut d, mut n, mut digits_only) = ([0u8; 6], 0usize, true);
+    for b in s.bytes().filter(|b| *b != b'.') {
+        if !b.is_ascii_digit() || n == d.len() {
+            digits_only = false;
+            break;
+        }
+        d[n] = b;
+        n += 1;
+    }
+    let well_formed =
+        digits_only && matches!(n, 4 | 6) && (s.len() == n || s.len() == n + n / 2 - 1);
     if !well_formed {
         return Err(Invalid::new(
             "region_format",
@@ -91,18 +99,17 @@ pub fn check_region(raw: &str) -> Result<Region, Invalid> {
             ),
         ));
     }
-    let province = digits[0..2].to_string();
-    let kab_kota = format!("{}.{}", &digits[0..2], &digits[2..4]);
-    let kecamatan = if digits.len() == 6 {
-        format!("{kab_kota}.{}", &digits[4..6])
-    } else {
-        String::new()
-    };
-    let code = if kecamatan.is_empty() {
-        kab_kota.clone()
-    } else {
-        kecamatan.clone()
-    };
+    // Dotted form: PP.KK or PP.KK.CC (ASCII digits, so byte slicing is safe).
+    let mut code = String::with_capacity(8);
+    for (i, b) in d[..n].iter().enumerate() {
+        if i == 2 || i == 4 {
+            code.push('.');
+        }
+        code.push(char::from(*b));
+    }
+    let province = code[0..2].to_string();
+    let kab_kota = code[0..5].to_string();
+    let kecamatan = if n == 6 { code.clone() } else { String::new() };
     let r = regions();
     if !r.provinces.contains_key(&province) {
         return Err(Invalid::new(

@@ -258,7 +258,7 @@ impl Merchants {
         };
         let event_date = days_since_epoch(t.wib_date());
         let key = dedup_key(&e.merchant_id, e.version);
-        let nmid = opt(&e.nmid);
+        let nmid = opt(e.nmid);
         let mut refs = Vec::with_capacity(1 + e.acquirer_merchant_ids.len());
         if !nmid.is_empty() {
             refs.push(nmid_ref(&nmid));
@@ -269,7 +269,7 @@ impl Merchants {
                 refs.push(r);
             }
         }
-        let mcc = opt(&e.mcc);
+        let mcc = opt(e.mcc);
         let (sector, sector_source, kbli_section) = sector(&e.kbli_codes, &mcc);
         let lower = |s: String| s.to_ascii_lowercase();
         let row = MerchantRow {

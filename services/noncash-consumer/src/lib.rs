@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use umkm_core::Invalid;
 use umkm_core::dedup::Key;
 use umkm_core::fields::{
-    check_event_id, check_message_key, id_like, is_nmid, mid_ref, nmid_ref, opt,
+    check_event_id, check_message_key, id_like, is_nmid, mid_ref, nmid_ref, opt, trimmed,
 };
 pub use umkm_core::payment::PaymentStatus;
 use umkm_core::payment::{CommonChecked, CommonFields, check_common};
@@ -273,7 +273,7 @@ impl Noncash {
             return Err(bad);
         };
         let date = t.wib_date();
-        let date_s = date.format("%Y-%m-%d").to_string();
+        let date_s = umkm_core::time::iso_date(date);
         let status = e.status.as_str();
         let (payment_key, dedup_key) = keys(
             &e.acquirer_id,
@@ -284,7 +284,7 @@ impl Noncash {
             status,
         );
         let event_date = days_since_epoch(date);
-        let nmid = opt(&e.nmid);
+        let nmid = opt(e.nmid);
         let merchant_ref = if nmid.is_empty() {
             mid_ref(&e.acquirer_id, &e.merchant_id)
         } else {
@@ -295,15 +295,15 @@ impl Noncash {
             payment_key: payment_key.hex(),
             provider_role: e.provider_role.as_str().into(),
             instrument: e.instrument.as_str().into(),
-            approval_code: opt(&e.approval_code),
-            provider_reference: opt(&e.provider_reference),
-            partner_reference: opt(&e.partner_reference),
-            issuer_id: opt(&e.issuer_id),
-            terminal_id: opt(&e.terminal_id),
+            approval_code: opt(e.approval_code),
+            provider_reference: opt(e.provider_reference),
+            partner_reference: opt(e.partner_reference),
+            issuer_id: opt(e.issuer_id),
+            terminal_id: opt(e.terminal_id),
             nmid,
             merchant_ref,
             sector: reference::sector_for_mcc(&e.mcc).into(),
-            merchant_name: e.merchant_name.trim().to_string(),
+            merchant_name: trimmed(e.merchant_name),
             region_code: region.code,
             province_code: region.province,
             kab_kota_code: region.kab_kota,

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use umkm_core::Invalid;
 use umkm_core::dedup::Key;
-use umkm_core::fields::{all_digits, check_event_id, check_message_key, is_nmid, opt};
+use umkm_core::fields::{all_digits, check_event_id, check_message_key, is_nmid, opt, trimmed};
 pub use umkm_core::payment::PaymentStatus;
 use umkm_core::payment::{CommonChecked, CommonFields, check_common};
 use umkm_core::pii::PiiHasher;
@@ -219,7 +219,7 @@ impl Qris {
             return Err(bad);
         };
         let date = t.wib_date();
-        let date_s = date.format("%Y-%m-%d").to_string();
+        let date_s = umkm_core::time::iso_date(date);
         let status = e.status.as_str();
         let (payment_key, dedup_key) = keys(&e.nmid, &e.rrn, amount.total_sen(), &date_s, status);
         let event_date = days_since_epoch(date);
@@ -235,16 +235,23 @@ impl Qris {
                 ProviderRole::Acquirer => "acquirer",
             }
             .into(),
-            issuer_reference: opt(&e.issuer_reference),
-            acquirer_reference: opt(&e.acquirer_reference),
-            partner_reference: opt(&e.partner_reference),
-            issuer_id: opt(&e.issuer_id),
-            acquirer_id: opt(&e.acquirer_id),
-            merchant_pan: opt(&e.merchant_pan),
+            issuer_reference: opt(e.issuer_reference),
+            acquirer_reference: opt(e.acquirer_reference),
+            partner_reference: opt(e.partner_reference),
+            issuer_id: opt(e.issuer_id),
+            acquirer_id: opt(e.acquirer_id),
+            merchant_pan: opt(e.merchant_pan),
             sector: reference::sector_for_mcc(&e.mcc).into(),
-            merchant_criteria: format!("{:?}", e.merchant_criteria),
-            merchant_city: opt(&e.merchant_city),
-            merchant_postal_code: opt(&e.merchant_postal_code),
+            merchant_criteria: match e.merchant_criteria {
+                MerchantCriteria::UMI => "UMI",
+                MerchantCriteria::UKE => "UKE",
+                MerchantCriteria::UME => "UME",
+                MerchantCriteria::UBE => "UBE",
+                MerchantCriteria::URE => "URE",
+            }
+            .into(),
+            merchant_city: opt(e.merchant_city),
+            merchant_postal_code: opt(e.merchant_postal_code),
             region_code: region.code,
             province_code: region.province,
             kab_kota_code: region.kab_kota,
@@ -279,7 +286,7 @@ impl Qris {
             rrn: e.rrn,
             nmid: e.nmid,
             mcc: e.mcc,
-            merchant_name: e.merchant_name.trim().to_string(),
+            merchant_name: trimmed(e.merchant_name),
         };
         Ok(Processed {
             key: dedup_key,

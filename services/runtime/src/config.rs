@@ -198,9 +198,9 @@ impl Default for ClickHouseSettings {
 impl Default for BatchSettings {
     fn default() -> Self {
         Self {
-            max_rows: 100_000,
+            max_rows: 30_000,
             max_bytes: 32 << 20,
-            max_age_ms: 2_000,
+            max_age_ms: 1_000,
         }
     }
 }
@@ -219,7 +219,7 @@ impl Default for RetrySettings {
 impl Default for DedupSettings {
     fn default() -> Self {
         Self {
-            cache_keys: 2_000_000,
+            cache_keys: 500_000,
             lookup_chunk: 20_000,
         }
     }

@@ -105,7 +105,11 @@ pub fn consumer(v: &Validated, service: &str, metrics: Arc<Metrics>) -> KafkaRes
             "statistics.interval.ms",
             k.statistics_interval_ms.to_string(),
         )
-        .set("fetch.wait.max.ms", "100");
+        .set("fetch.wait.max.ms", "100")
+        // Prefetch at most 16 MiB (librdkafka's default is 64 MiB): about 40,000 QRIS events.
+        // The pipeline keeps consuming while a batch is inserted, so a deep prefetch buys
+        // nothing but memory (docs/benchmarks.md). `kafka.extra` may raise it.
+        .set("queued.max.messages.kbytes", "16384");
     for (key, val) in &k.extra {
         c.set(key, val);
     }

@@ -28,7 +28,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use umkm_core::avro::{DecodeError, Decoder};
 use umkm_core::batch::{BatchMeter, BatchPolicy, FlushReason};
 use umkm_core::chclass::ErrorClass;
-use umkm_core::dedup::{Candidate, Key, resolve_in_batch};
+use umkm_core::dedup::{Candidate, Key, KeySet, resolve_in_batch};
 use umkm_core::{Invalid, join_reasons};
 
 use crate::admin::Health;
@@ -63,6 +63,8 @@ pub enum PipelineError {
     Registry(String),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the insert task failed: {0}")]
+    InsertTask(String),
 }
 
 struct DlqItem {
@@ -113,7 +115,7 @@ struct Failing {
 /// Bounded set of keys known to be in ClickHouse (FIFO eviction).
 struct SeenCache {
     cap: usize,
-    set: HashSet<Key>,
+    set: KeySet,
     order: VecDeque<Key>,
 }
 
@@ -121,7 +123,7 @@ impl SeenCache {
     fn new(cap: usize) -> Self {
         Self {
             cap,
-            set: HashSet::new(),
+            set: KeySet::default(),
             order: VecDeque::new(),
         }
     }
@@ -162,6 +164,8 @@ pub struct Pipeline<F: Family> {
     newly_assigned: BTreeSet<i32>,
     inserts_done: u64,
     abort_after_inserts: Option<u64>,
+    /// While an insert runs: partitions revoked meanwhile (its batch must not commit them).
+    revoked_in_flight: Option<HashSet<(String, i32)>>,
 }
 
 fn backoff(v: &Validated, attempt: u32) -> Duration {
@@ -217,6 +221,7 @@ impl<F: Family> Pipeline<F> {
             newly_assigned: BTreeSet::new(),
             inserts_done: 0,
             abort_after_inserts,
+            revoked_in_flight: None,
         })
     }
 
@@ -278,10 +283,7 @@ impl<F: Family> Pipeline<F> {
                 m = self.consumer.recv(), if !stopping => {
                     match m {
                         Ok(m) => {
-                            let key = m.key().map(<[u8]>::to_vec);
-                            let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
-                            let topic = m.topic().to_string();
-                            let (partition, offset) = (m.partition(), m.offset());
+                            let (topic, partition, offset, key, payload) = owned(&m);
                             drop(m);
                             // The rebalance callback runs inside `recv()`: a revocation and
                             // re-assignment may have happened during this very call, and this
@@ -314,6 +316,9 @@ impl<F: Family> Pipeline<F> {
                     // Fence: drop what we hold for revoked partitions. Nothing of it was
                     // committed, so their next owner consumes it again and dedups.
                     let revoked: HashSet<(String, i32)> = parts.into_iter().collect();
+                    if let Some(in_flight) = &mut self.revoked_in_flight {
+                        in_flight.extend(revoked.iter().cloned());
+                    }
                     let held = self.pending.offsets.len();
                     self.pending.offsets.retain(|k, _| !revoked.contains(k));
                     let revoked_p: HashSet<i32> = revoked.iter().map(|(_, p)| *p).collect();
@@ -373,6 +378,11 @@ impl<F: Family> Pipeline<F> {
         key: Option<Vec<u8>>,
         payload: Vec<u8>,
     ) -> Result<(), PipelineError> {
+        if self.pending.candidates.capacity() == 0 {
+            // One allocation per batch: growing by doubling would briefly hold the old and the
+            // new buffer (1.5x the batch) and leave up to half of the last one unused.
+            self.pending.candidates.reserve_exact(self.policy.max_rows);
+        }
         self.pending.meter.add(payload.len(), Instant::now());
         self.pending
             .offsets
@@ -547,7 +557,10 @@ impl<F: Family> Pipeline<F> {
     /// retry budget returns the error (the service then exits non-zero).
     async fn flush_once(&mut self, reason: FlushReason) -> Result<(), PipelineError> {
         let started = Instant::now();
-        match self.try_flush().await {
+        match self
+            .try_flush(!matches!(reason, FlushReason::Shutdown))
+            .await
+        {
             Ok(inserted) => {
                 self.metrics
                     .flush_seconds
@@ -594,6 +607,7 @@ impl<F: Family> Pipeline<F> {
                 }
                 Ok(())
             }
+            Err(FlushError::Pipeline(e)) => Err(e),
             Err(FlushError::Dlq(msg)) => {
                 self.failing.since.get_or_insert(Instant::now());
                 self.failing.attempts += 1;
@@ -619,7 +633,7 @@ impl<F: Family> Pipeline<F> {
         }
     }
 
-    async fn try_flush(&mut self) -> Result<usize, FlushError> {
+    async fn try_flush(&mut self, overlap: bool) -> Result<usize, FlushError> {
         // 1. Every dead-lettered record of the batch must be acknowledged by the broker.
         let mut failed = None;
         for item in &mut self.pending.dlq {
@@ -705,8 +719,7 @@ impl<F: Family> Pipeline<F> {
                 .map_err(FlushError::Sink)?;
             if !existing.is_empty() {
                 // Parse the (few) found keys once instead of hex-encoding every candidate.
-                let existing: HashSet<Key> =
-                    existing.iter().filter_map(|h| Key::from_hex(h)).collect();
+                let existing: KeySet = existing.iter().filter_map(|h| Key::from_hex(h)).collect();
                 let before = self.pending.candidates.len();
                 self.pending
                     .candidates
@@ -718,13 +731,11 @@ impl<F: Family> Pipeline<F> {
                     .duplicate(DupStage::ClickHouse, before - self.pending.candidates.len());
             }
             if !self.pending.candidates.is_empty() {
-                // 4. One INSERT for the batch.
-                let rows: Vec<F::Row> = self
-                    .pending
-                    .candidates
-                    .iter()
-                    .map(|c| c.row.1.clone())
-                    .collect();
+                // 4. One INSERT for the batch. It runs as its own task while the next batch is
+                // consumed (`overlap`; never at shutdown), so the consumer does not idle while
+                // ClickHouse writes; the rows are written straight from the batch (a copy
+                // would double the batch's memory and cost ~20 allocations per row).
+                let row_count = self.pending.candidates.len();
                 // Only servers >= 22.8 use the token (see Sink::insert): skip the work on older ones.
                 let token = if self.sink.modern() {
                     let mut sorted: Vec<Key> =
@@ -747,22 +758,32 @@ impl<F: Family> Pipeline<F> {
                     uuid::Uuid::new_v4().simple()
                 );
                 let t = Instant::now();
-                self.sink
-                    .insert(F::TABLE, &rows, &query_id, &token)
-                    .await
-                    .map_err(FlushError::Sink)?;
+                let taken = std::mem::take(&mut self.pending);
+                let (mut taken, result, consumer_error) = self
+                    .insert_while_consuming(taken, query_id, token, overlap)
+                    .await?;
+                if let Err(e) = result {
+                    // Keep the batch (minus partitions revoked meanwhile) ahead of what was
+                    // consumed during the attempt; the retry flushes both.
+                    self.merge_back(taken);
+                    return Err(match consumer_error {
+                        Some(pe) => FlushError::Pipeline(pe),
+                        None => FlushError::Sink(e),
+                    });
+                }
                 self.metrics
                     .insert_seconds
                     .observe(t.elapsed().as_secs_f64());
-                self.metrics.batch_rows.observe(rows.len() as f64);
-                inserted = rows.len();
+                self.metrics.batch_rows.observe(row_count as f64);
+                inserted = row_count;
                 self.metrics
                     .events
                     .with_label_values(&["inserted"])
                     .inc_by(inserted as u64);
-                for c in &self.pending.candidates {
+                for c in &taken.candidates {
                     self.seen.insert(c.key);
                 }
+                taken.candidates = Vec::new();
                 self.inserts_done += 1;
                 if self.abort_after_inserts == Some(self.inserts_done) {
                     // Fault injection for the restart test: die like kill -9 between the
@@ -772,15 +793,29 @@ impl<F: Family> Pipeline<F> {
                     );
                     std::process::abort();
                 }
+                self.commit_batch(&taken);
+                if let Some(pe) = consumer_error {
+                    return Err(FlushError::Pipeline(pe));
+                }
+                return Ok(inserted);
             }
         }
 
+        let taken = std::mem::take(&mut self.pending);
+        self.commit_batch(&taken);
+        Ok(inserted)
+    }
+
+    /// Commits every partition of a flushed batch (its data is in ClickHouse, its DLQ records
+    /// acknowledged).
+    fn commit_batch(&mut self, batch: &Pending<(u16, F::Row)>) {
         // 5. Commit every partition of the batch.
-        self.metrics
-            .batch_bytes
-            .observe(self.pending.meter.bytes as f64);
+        self.metrics.batch_bytes.observe(batch.meter.bytes as f64);
+        if batch.offsets.is_empty() {
+            return; // every partition of it was revoked meanwhile
+        }
         let mut tpl = TopicPartitionList::new();
-        for ((t, p), next) in &self.pending.offsets {
+        for ((t, p), next) in &batch.offsets {
             if let Err(e) = tpl.add_partition_offset(t, *p, Offset::Offset(*next)) {
                 tracing::warn!(error = %e, "cannot build commit list");
             }
@@ -793,11 +828,95 @@ impl<F: Family> Pipeline<F> {
                 .inc();
             tracing::warn!(error = %e, "offset commit failed; the batch will be redelivered and deduplicated");
         }
-        for (_, p) in self.pending.offsets.keys() {
+        for (_, p) in batch.offsets.keys() {
             self.newly_assigned.remove(p);
         }
-        self.pending = Pending::default();
-        Ok(inserted)
+    }
+
+    /// Runs the insert of `batch` as a task and, with `overlap`, keeps consuming into the next
+    /// batch until it finishes (up to the next batch's own limits). Returns the batch (for the
+    /// commit, or to keep it on failure) without the partitions revoked meanwhile, the insert's
+    /// result, and an error of the consuming side if one stopped it.
+    async fn insert_while_consuming(
+        &mut self,
+        batch: Pending<(u16, F::Row)>,
+        query_id: String,
+        token: String,
+        overlap: bool,
+    ) -> Result<
+        (
+            Pending<(u16, F::Row)>,
+            Result<(), SinkError>,
+            Option<PipelineError>,
+        ),
+        FlushError,
+    > {
+        let sink = self.sink.clone();
+        let mut task = tokio::spawn(async move {
+            let rows = batch.candidates.iter().map(row_of);
+            let r = sink.insert(F::TABLE, rows, &query_id, &token).await;
+            (batch, r)
+        });
+        self.revoked_in_flight = Some(HashSet::new());
+        let mut consumer_error = None;
+        let joined = loop {
+            let room = overlap
+                && consumer_error.is_none()
+                && self
+                    .pending
+                    .meter
+                    .due(&self.policy, Instant::now())
+                    .is_none();
+            tokio::select! {
+                biased;
+                j = &mut task => break j,
+                m = self.consumer.recv(), if room => match m {
+                    Ok(m) => {
+                        let (topic, partition, offset, key, payload) = owned(&m);
+                        drop(m);
+                        // As in `run`: rebalance events first (see there).
+                        self.apply_rebalance_events();
+                        if let Err(e) = self.handle(topic, partition, offset, key, payload).await {
+                            consumer_error = Some(e);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        };
+        self.apply_rebalance_events();
+        let revoked = self.revoked_in_flight.take().unwrap_or_default();
+        let (mut batch, result) = joined.map_err(|e| {
+            // The batch went down with the task: nothing of it is committed, so it is
+            // consumed again after the restart and deduplicated.
+            FlushError::Pipeline(PipelineError::InsertTask(e.to_string()))
+        })?;
+        if !revoked.is_empty() {
+            batch.offsets.retain(|k, _| !revoked.contains(k));
+            let revoked_p: HashSet<i32> = revoked.iter().map(|(_, p)| *p).collect();
+            batch
+                .candidates
+                .retain(|c| !revoked_p.contains(&c.partition));
+        }
+        Ok((batch, result, consumer_error))
+    }
+
+    /// Puts a batch whose insert failed back in front of what was consumed since.
+    fn merge_back(&mut self, mut batch: Pending<(u16, F::Row)>) {
+        let newer = std::mem::take(&mut self.pending);
+        batch.candidates.extend(newer.candidates);
+        batch.dlq.extend(newer.dlq);
+        for (k, next) in newer.offsets {
+            let e = batch.offsets.entry(k).or_insert(next);
+            *e = (*e).max(next);
+        }
+        batch.meter.merge(&newer.meter);
+        if !batch.offsets.is_empty() {
+            self.pending = batch;
+        }
     }
 
     async fn wait_for_running_inserts(&self, parts: &BTreeSet<i32>) -> Result<(), FlushError> {
@@ -838,4 +957,26 @@ impl<F: Family> Pipeline<F> {
 enum FlushError {
     Sink(SinkError),
     Dlq(String),
+    /// The consuming side failed while an insert ran (the insert itself was waited for).
+    Pipeline(PipelineError),
+}
+
+/// The row of a candidate (a function, not a closure: the insert task's future must be `Send`
+/// for every lifetime, which a closure's inferred signature is not).
+fn row_of<R>(c: &Candidate<(u16, R)>) -> &R {
+    &c.row.1
+}
+
+/// An owned copy of what the pipeline needs from a message (the borrowed message pins the
+/// consumer).
+fn owned(
+    m: &rdkafka::message::BorrowedMessage<'_>,
+) -> (String, i32, i64, Option<Vec<u8>>, Vec<u8>) {
+    (
+        m.topic().to_string(),
+        m.partition(),
+        m.offset(),
+        m.key().map(<[u8]>::to_vec),
+        m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+    )
 }

@@ -79,6 +79,20 @@ pub struct Sink {
     query_timeout: Duration,
     insert_timeout: Duration,
     render: RenderContext,
+    /// Plain HTTP for what clickhouse-rs cannot send (the dedup lookup's external data).
+    http: reqwest::Client,
+    url: String,
+    user: String,
+    password: crate::config::Secret,
+}
+
+/// A reqwest error without the request URL (it carries the query, not secrets, but is long).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(u) = e.url() {
+        s = s.replace(u.as_str(), "<clickhouse>");
+    }
+    s
 }
 
 fn http_client(connect_timeout: Duration) -> Client {
@@ -143,6 +157,19 @@ impl Sink {
                 cluster: c.cluster.clone(),
                 replicated: c.replicated,
             },
+            http: reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .connect_timeout(query_timeout)
+                .pool_idle_timeout(Duration::from_millis(2_500))
+                .build()
+                .map_err(|e| SinkError {
+                    class: ErrorClass::Fatal,
+                    code: None,
+                    message: format!("HTTP client: {e}"),
+                })?,
+            url: c.url.clone(),
+            user: c.user.clone(),
+            password: v.clickhouse_password.clone(),
         })
     }
 
@@ -277,6 +304,11 @@ impl Sink {
     /// Which of `keys` (hex dedup keys with their `event_date` in days) are already in `table`.
     /// With `by_date` the lookup is restricted to the keys' dates (the primary index prefix);
     /// families whose key does not determine the date look at every date.
+    ///
+    /// The keys travel as *external data* (a temporary table `_umkm_keys` sent in a multipart
+    /// request body, supported by every ClickHouse version), not as an `IN ('…', …)` literal:
+    /// parsing 20,000 literals took ClickHouse 18.16 about 0.3 s per chunk, the external table
+    /// about 0.02 s (docs/benchmarks.md).
     pub async fn existing_keys(
         &self,
         table: &str,
@@ -284,6 +316,7 @@ impl Sink {
         chunk: usize,
         by_date: bool,
     ) -> Result<HashSet<String>, SinkError> {
+        const BOUNDARY: &str = "umkm-pulse-external-data-5f0c2a";
         let mut found = HashSet::new();
         for part in keys.chunks(chunk.max(1)) {
             let mut sql = format!("SELECT dedup_key FROM {}.{} WHERE ", self.database, table);
@@ -300,31 +333,62 @@ impl Sink {
                 }
                 sql.push_str(") AND ");
             }
-            sql.push_str("dedup_key IN (");
+            sql.push_str("dedup_key IN _umkm_keys FORMAT TabSeparated");
+            let mut body = Vec::with_capacity(part.len() * 33 + 256);
+            body.extend_from_slice(
+                format!(
+                    "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"_umkm_keys\"; filename=\"keys.tsv\"\r\nContent-Type: text/tab-separated-values\r\n\r\n"
+                )
+                .as_bytes(),
+            );
             for (i, (_, k)) in part.iter().enumerate() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                // Keys are 32 hex characters (built by the service), so no quoting issues.
+                // Keys are 32 hex characters (built by the service): nothing to escape.
                 debug_assert!(k.bytes().all(|b| b.is_ascii_hexdigit()));
-                sql.push('\'');
-                sql.push_str(k);
-                sql.push('\'');
+                if i > 0 {
+                    body.push(b'\n');
+                }
+                body.extend_from_slice(k.as_bytes());
             }
-            sql.push(')');
-            let q = self
-                .admin
-                .query(&sql)
-                .with_setting("max_query_size", (sql.len() + (1 << 20)).to_string())
-                .with_setting(
-                    "max_execution_time",
-                    self.query_timeout.as_secs().max(1).to_string(),
-                );
-            let rows = tokio::time::timeout(self.query_timeout, q.fetch_all::<String>())
-                .await
-                .map_err(|_| SinkError::timeout("dedup lookup"))?
-                .map_err(SinkError::from_ch)?;
-            found.extend(rows);
+            body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+            let req = self
+                .http
+                .post(&self.url)
+                .query(&[
+                    ("query", sql.as_str()),
+                    ("_umkm_keys_structure", "dedup_key String"),
+                    ("_umkm_keys_format", "TabSeparated"),
+                    (
+                        "max_execution_time",
+                        &self.query_timeout.as_secs().max(1).to_string(),
+                    ),
+                ])
+                .basic_auth(&self.user, Some(&self.password.0))
+                .header(
+                    "Content-Type",
+                    format!("multipart/form-data; boundary={BOUNDARY}"),
+                )
+                .timeout(self.query_timeout)
+                .body(body);
+            let resp = req.send().await.map_err(|e| SinkError {
+                class: ErrorClass::Retryable,
+                code: None,
+                message: format!("dedup lookup: {}", without_url(&e)),
+            })?;
+            let status = resp.status();
+            let text = resp.text().await.map_err(|e| SinkError {
+                class: ErrorClass::Retryable,
+                code: None,
+                message: format!("dedup lookup: {}", without_url(&e)),
+            })?;
+            if !status.is_success() {
+                let code = chclass::code_of(&text);
+                return Err(SinkError {
+                    class: chclass::classify(code),
+                    code,
+                    message: format!("dedup lookup: HTTP {status}: {}", text.trim()),
+                });
+            }
+            found.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
         }
         Ok(found)
     }
@@ -346,10 +410,10 @@ impl Sink {
     }
 
     /// One INSERT of `rows` into `table`, bounded by the insert timeout.
-    pub async fn insert<R: RowOwned + RowWrite>(
+    pub async fn insert<'r, R: RowOwned + RowWrite + 'r>(
         &self,
         table: &str,
-        rows: &[R],
+        rows: impl IntoIterator<Item = &'r R>,
         query_id: &str,
         dedup_token: &str,
     ) -> Result<(), SinkError> {
