@@ -4,6 +4,7 @@
 //! offsets.
 
 pub mod banten;
+pub mod bench;
 pub mod grafana;
 pub mod merchant_traffic;
 pub mod noncash_traffic;
@@ -368,16 +369,19 @@ pub fn consumer_bin() -> PathBuf {
     service_bin("qris-consumer")
 }
 
-/// A service binary from the same target directory as the test binary.
+/// A service binary from the same target directory as the running binary: next to it (a bin
+/// such as `target/release/umkm-bench`) or one level up (a test binary in
+/// `target/<profile>/deps/`).
 pub fn service_bin(service: &str) -> PathBuf {
-    // target/<profile>/deps/<test-binary> → target/<profile>/<service>
     let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe
-        .parent()
+    let here = exe.parent().map(|d| d.join(service));
+    if let Some(p) = here.filter(|p| p.is_file()) {
+        return p;
+    }
+    exe.parent()
         .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    dir.join(service)
+        .map(|d| d.join(service))
+        .unwrap_or_default()
 }
 
 fn free_port() -> u16 {

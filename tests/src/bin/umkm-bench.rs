@@ -11,6 +11,11 @@
 //! included). Runs on a current-thread runtime: one core. Prints events/s per run and the
 //! median, and the CPU time per event.
 
+// The consumers' allocator, so that `core` measures what they do.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -19,6 +24,7 @@ use umkm_core::avro::Decoder;
 use umkm_core::dedup::{Candidate, resolve_in_batch};
 use umkm_core::pii::PiiHasher;
 use umkm_e2e::banten::{Family as Fam, Spec, Stream};
+use umkm_e2e::{Env, bench};
 use umkm_runtime::family::{Family, MessageMeta};
 
 fn cpu_seconds() -> f64 {
@@ -35,7 +41,7 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-async fn core(events: usize, runs: usize, batch: usize) -> Result<()> {
+async fn core(events: usize, runs: usize, batch: usize) -> Result<(f64, f64)> {
     // Pre-published QRIS messages from the Banten model.
     let mut stream = Stream::new(Spec {
         seed: 5,
@@ -158,33 +164,320 @@ async fn core(events: usize, runs: usize, batch: usize) -> Result<()> {
         rates.push(rate);
         cpu_per_event.push(cpu / msgs.len() as f64 * 1e6);
     }
+    let (rate, cpu) = (median(&mut rates), median(&mut cpu_per_event));
     println!(
-        "core median: {:.0} events/s on one core, {:.2} us CPU per event (target >= 250,000 events/s)",
-        median(&mut rates),
-        median(&mut cpu_per_event)
+        "core median: {rate:.0} events/s on one core, {cpu:.2} us CPU per event (target >= 250,000 events/s)"
     );
+    Ok((rate, cpu))
+}
+
+/// What `all` measures, besides the core.
+struct AllArgs {
+    events: usize,
+    runs: usize,
+    partitions: i32,
+    latency_seconds: f64,
+    latency_rate: Option<f64>,
+    python: Option<PathBuf>,
+    native: String,
+    /// Extra environment for the qris-consumer runs (e.g. `UMKM__BATCH__MAX_ROWS=50000`).
+    consumer_env: Vec<(String, String)>,
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn runs_text(v: &[f64], unit: &str) -> String {
+    let parts: Vec<String> = v.iter().map(|x| format!("{x:.0}")).collect();
+    format!("{} {unit}", parts.join(", "))
+}
+
+async fn all(core_events: usize, a: AllArgs) -> Result<()> {
+    let env = Env::from_env();
+    let runs = a.runs;
+    println!("== core ==");
+    let service_batch = umkm_runtime::config::BatchSettings::default().max_rows;
+    let (core_rate, core_cpu) = core(core_events, runs, service_batch).await?;
+
+    println!("== dataset ==");
+    let t = Instant::now();
+    let data = bench::dataset(a.events, true)?;
+    println!(
+        "  {} QRIS messages ({} unique payments; the rest issuer double reports and redeliveries), generated in {:.1} s",
+        data.msgs.len(),
+        data.unique_rows,
+        t.elapsed().as_secs_f64()
+    );
+    let p = bench::prepublish(&env, &data, a.partitions).await?;
+    println!(
+        "  published to {} ({} partitions) in {:.1} s ({:.0} msg/s)",
+        p.topic,
+        p.partitions,
+        p.publish_secs,
+        p.events as f64 / p.publish_secs
+    );
+    let n = p.events as f64;
+
+    println!("== broker ceiling: a bare rdkafka consumer, no work ==");
+    let mut broker = Vec::new();
+    for run in 1..=runs {
+        let (env2, topic) = (env.clone(), p.topic.clone());
+        let pub2 = bench::Published {
+            topic,
+            partitions: p.partitions,
+            ends: p.ends.clone(),
+            events: p.events,
+            unique_rows: p.unique_rows,
+            publish_secs: p.publish_secs,
+        };
+        let secs =
+            tokio::task::spawn_blocking(move || bench::broker_ceiling(&env2, &pub2)).await??;
+        println!("  run {run}: {:>9.0} events/s ({secs:.2} s)", n / secs);
+        broker.push(n / secs);
+    }
+
+    println!(
+        "== end to end: qris-consumer, pre-published topic -> ClickHouse, offsets committed =="
+    );
+    let mut e2e = Vec::new();
+    let (mut e2e_cpu, mut rss) = (Vec::new(), Vec::new());
+    let mut last_db = String::new();
+    for run in 1..=runs {
+        let r = bench::e2e(&env, &p, &a.consumer_env).await?;
+        println!(
+            "  run {run}: {:>9.0} events/s ({:.2} s from assignment to the last commit; {:.2} us CPU/event; peak RSS {:.0} MiB; {} rows)",
+            n / r.secs,
+            r.secs,
+            r.cpu_us_per_event,
+            mib(r.peak_rss_kib),
+            p.unique_rows
+        );
+        println!(
+            "         {:.0} flushes taking {:.2} s in all, of which inserts {:.2} s",
+            r.flushes, r.flush_secs, r.insert_secs
+        );
+        e2e.push(n / r.secs);
+        e2e_cpu.push(r.cpu_us_per_event);
+        rss.push(mib(r.peak_rss_kib));
+        last_db = r.database;
+    }
+
+    println!("== ClickHouse ceiling: the same rows, already encoded, one insert stream ==");
+    let batch = umkm_runtime::config::BatchSettings::default().max_rows as u64;
+    let bodies = bench::encoded_batches(&env, &last_db, p.unique_rows, batch).await?;
+    let bytes: usize = bodies.iter().map(Vec::len).sum();
+    println!(
+        "  {} rows in {} RowBinary bodies ({:.0} MiB)",
+        p.unique_rows,
+        bodies.len(),
+        bytes as f64 / (1 << 20) as f64
+    );
+    let mut chc = Vec::new();
+    for run in 1..=runs {
+        let secs = bench::clickhouse_ceiling(&env, &last_db, &bodies).await?;
+        println!(
+            "  run {run}: {:>9.0} rows/s = {:>9.0} events/s equivalent ({secs:.2} s)",
+            p.unique_rows as f64 / secs,
+            n / secs
+        );
+        chc.push(n / secs);
+    }
+
+    let e2e_med = median(&mut e2e.clone());
+    let rate = a.latency_rate.unwrap_or((e2e_med / 2.0).round());
+    println!(
+        "== latency: publish -> row visible at {rate:.0} events/s for {} s ==",
+        a.latency_seconds
+    );
+    let unique = bench::dataset((rate * a.latency_seconds) as usize + 1, false)?;
+    let (mut p50, mut p99, mut lmax) = (Vec::new(), Vec::new(), Vec::new());
+    let mut achieved = Vec::new();
+    for run in 1..=runs {
+        let l = bench::latency(
+            &env,
+            &unique,
+            a.partitions,
+            rate,
+            a.latency_seconds,
+            &a.consumer_env,
+        )
+        .await?;
+        println!(
+            "  run {run}: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} messages at {:.0}/s; ClickHouse polled every {} ms)",
+            l.p50_ms, l.p99_ms, l.max_ms, l.sent, l.rate, l.poll_ms
+        );
+        p50.push(l.p50_ms);
+        p99.push(l.p99_ms);
+        lmax.push(l.max_ms);
+        achieved.push(l.rate);
+    }
+
+    let mut base = Vec::new();
+    let mut base_cpu = Vec::new();
+    let mut base_rss = Vec::new();
+    if let Some(python) = &a.python {
+        println!(
+            "== baseline: bench/baseline.py (confluent-kafka, fastavro, clickhouse-driver) =="
+        );
+        for run in 1..=runs {
+            let r = bench::baseline(&env, &p, python, &a.native).await?;
+            println!(
+                "  run {run}: {:>9.0} events/s ({:.2} s; {:.2} us CPU/event; peak RSS {:.0} MiB)",
+                n / r.secs,
+                r.secs,
+                r.cpu_us_per_event,
+                mib(r.peak_rss_kib)
+            );
+            base.push(n / r.secs);
+            base_cpu.push(r.cpu_us_per_event);
+            base_rss.push(mib(r.peak_rss_kib));
+        }
+    }
+
+    let broker_med = median(&mut broker.clone());
+    let ch_med = median(&mut chc.clone());
+    let lower = broker_med.min(ch_med);
+    let lower_name = if broker_med <= ch_med {
+        "broker"
+    } else {
+        "ClickHouse"
+    };
+    let ok = |b: bool| if b { "met" } else { "NOT met" };
+    println!();
+    println!(
+        "Summary: medians of {runs} runs; {} events on {} partitions; {} unique rows",
+        p.events, p.partitions, p.unique_rows
+    );
+    println!("| measure | median | runs | target |");
+    println!("|---|---|---|---|");
+    println!(
+        "| core, one core | {core_rate:.0} events/s ({core_cpu:.2} us CPU/event) | see above | >= 250,000: {} |",
+        ok(core_rate >= 250_000.0)
+    );
+    println!(
+        "| broker ceiling (bare rdkafka consumer) | {broker_med:.0} events/s | {} | |",
+        runs_text(&broker, "")
+    );
+    println!(
+        "| ClickHouse ceiling (encoded rows, one stream) | {ch_med:.0} events/s ({:.0} rows/s) | {} | |",
+        ch_med * p.unique_rows as f64 / n,
+        runs_text(&chc, "")
+    );
+    println!(
+        "| end to end, qris-consumer | {e2e_med:.0} events/s = {:.0}% of the {lower_name} ceiling ({:.2} us CPU/event) | {} | >= 70%: {} |",
+        e2e_med / lower * 100.0,
+        median(&mut e2e_cpu),
+        runs_text(&e2e, ""),
+        ok(e2e_med >= 0.7 * lower)
+    );
+    let p99m = median(&mut p99.clone());
+    println!(
+        "| latency at {:.0} events/s, publish -> row visible | p50 {:.0} ms, p99 {p99m:.0} ms, max {:.0} ms | p99 {} ms | p99 <= 2,000 ms: {} |",
+        median(&mut achieved),
+        median(&mut p50),
+        median(&mut lmax),
+        runs_text(&p99, ""),
+        ok(p99m <= 2000.0)
+    );
+    let rss_med = median(&mut rss.clone());
+    println!(
+        "| qris-consumer peak RSS (end to end) | {rss_med:.0} MiB | {} MiB | <= 256 MiB: {} |",
+        runs_text(&rss, ""),
+        ok(rss_med <= 256.0)
+    );
+    if !base.is_empty() {
+        let bm = median(&mut base.clone());
+        println!(
+            "| Python baseline, same work | {bm:.0} events/s ({:.2} us CPU/event, peak RSS {:.0} MiB) | {} | |",
+            median(&mut base_cpu),
+            median(&mut base_rss),
+            runs_text(&base, "")
+        );
+        println!(
+            "| speed-up of end to end over the baseline | {:.1}x (CPU per event: {:.1}x less) | | >= 10x: {} |",
+            e2e_med / bm,
+            median(&mut base_cpu.clone()) / median(&mut e2e_cpu.clone()),
+            ok(e2e_med >= 10.0 * bm)
+        );
+    }
     Ok(())
 }
+
+const USAGE: &str = "usage:
+  umkm-bench core [--events N] [--runs R] [--batch B]
+  umkm-bench all  [--events N] [--runs R] [--partitions P] [--core-events N]
+                  [--latency-seconds S] [--latency-rate R]
+                  [--python PATH | --no-baseline] [--clickhouse-native HOST:PORT]
+                  [--consumer-env KEY=VALUE]...";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let cmd = args.next().unwrap_or_default();
-    let (mut events, mut runs, mut batch) = (200_000usize, 5usize, 50_000usize);
-    while let Some(a) = args.next() {
-        let mut val = || args.next().with_context(|| format!("{a} needs a value"));
-        match a.as_str() {
+    if matches!(cmd.as_str(), "-h" | "--help" | "help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let is_all = cmd == "all";
+    let (mut events, mut runs, mut batch) = (
+        if is_all { 1_000_000usize } else { 200_000 },
+        if is_all { 3usize } else { 5 },
+        // The services' default batch.max_rows.
+        30_000usize,
+    );
+    let mut core_events = 200_000usize;
+    let mut a = AllArgs {
+        events: 0,
+        runs: 0,
+        partitions: 4,
+        latency_seconds: 15.0,
+        latency_rate: None,
+        python: Some(
+            std::env::var_os("UMKM_BENCH_PYTHON")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| umkm_e2e::repo_root().join(".stack/bench-venv/bin/python")),
+        ),
+        native: std::env::var("UMKM_CLICKHOUSE_NATIVE")
+            .unwrap_or_else(|_| "127.0.0.1:19000".into()),
+        consumer_env: Vec::new(),
+    };
+    while let Some(arg) = args.next() {
+        let mut val = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
             "--events" => events = val()?.parse()?,
             "--runs" => runs = val()?.parse()?,
             "--batch" => batch = val()?.parse()?,
-            other => bail!("unknown argument {other}"),
+            "--core-events" => core_events = val()?.parse()?,
+            "--partitions" => a.partitions = val()?.parse()?,
+            "--latency-seconds" => a.latency_seconds = val()?.parse()?,
+            "--latency-rate" => a.latency_rate = Some(val()?.parse()?),
+            "--python" => a.python = Some(PathBuf::from(val()?)),
+            "--no-baseline" => a.python = None,
+            "--clickhouse-native" => a.native = val()?,
+            "--consumer-env" => {
+                let kv = val()?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .context("--consumer-env needs KEY=VALUE")?;
+                a.consumer_env.push((k.into(), v.into()));
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown argument {other}\n{USAGE}"),
         }
     }
+    a.events = events;
+    a.runs = runs.max(1);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     match cmd.as_str() {
-        "core" => rt.block_on(core(events, runs.max(1), batch.max(1))),
-        _ => bail!("usage: umkm-bench core [--events N] [--runs R] [--batch B]"),
-    }?;
-    Ok(())
+        "core" => rt
+            .block_on(core(events, runs.max(1), batch.max(1)))
+            .map(|_| ()),
+        "all" => rt.block_on(all(core_events, a)),
+        _ => bail!("{USAGE}"),
+    }
 }

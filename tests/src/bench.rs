@@ -1,0 +1,655 @@
+//! The parts of `umkm-bench` that need the broker and ClickHouse (docs/benchmarks.md): the
+//! pre-published dataset, the broker ceiling, the ClickHouse ceiling, end to end through the
+//! real qris-consumer binary, latency at a fixed live rate, and the Python baseline. Measuring
+//! code, never a test: the smoke test (`tests/tests/bench.rs`) only checks that every part runs
+//! and lands exactly what it should.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use umkm_runtime::config::BatchSettings;
+
+use crate::banten::{Family as Fam, Spec, Stream};
+use crate::{ConsumerProc, ConsumerSetup, Ends, Env, QRIS, ch, ch_u64, committed, create_topic};
+
+/// QRIS messages (key, Confluent-framed Avro) from the Banten model, and how many unique
+/// payment rows they must land.
+pub struct Dataset {
+    pub msgs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub unique_rows: u64,
+}
+
+/// At least `events` QRIS messages (seed 5, 20,000 merchants, Jan–Mar 2026). With
+/// `duplicates`, the model's issuer double reports and redeliveries are in (15% and 2%);
+/// without, every message is one unique payment (for latency, where offset ↔ row is 1:1).
+pub fn dataset(events: usize, duplicates: bool) -> Result<Dataset> {
+    let mut payments = events * 10 / 8 + 1_000;
+    for _ in 0..4 {
+        let mut spec = Spec {
+            seed: 5,
+            merchants: 20_000,
+            payments,
+            bad_each: 0,
+            ..Spec::default()
+        };
+        if !duplicates {
+            spec.double_report = 0.0;
+            spec.redeliver = 0.0;
+        }
+        let mut stream = Stream::new(spec);
+        let mut msgs = Vec::with_capacity(events + events / 8);
+        while let Some(day) = stream.next_day() {
+            msgs.extend(
+                day.into_iter()
+                    .filter(|m| m.family == Fam::Qris)
+                    .map(|m| (m.key, m.payload)),
+            );
+        }
+        if msgs.len() >= events {
+            return Ok(Dataset {
+                msgs,
+                unique_rows: stream.truth.qris_payments,
+            });
+        }
+        payments = payments * 3 / 2;
+    }
+    bail!("the Banten model gave fewer than {events} QRIS messages")
+}
+
+/// A producer for pre-publishing: large batches (nothing restarts inside them here; see
+/// `crate::producer` for why the tests publish one record per batch).
+fn bulk_producer(env: &Env, linger_ms: u32) -> Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("acks", "all")
+        .set("linger.ms", linger_ms.to_string())
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("message.timeout.ms", "60000")
+        .create()?)
+}
+
+/// Publishes every message (keyed, so partitioned by NMID as publishers must) and returns the
+/// partition ends from the delivery reports.
+pub async fn publish_all(env: &Env, topic: &str, msgs: &[(Vec<u8>, Vec<u8>)]) -> Result<Ends> {
+    let p = bulk_producer(env, 20)?;
+    let mut ends = Ends::new();
+    let mut pending = std::collections::VecDeque::new();
+    for (k, v) in msgs {
+        let mut rec: FutureRecord<'_, Vec<u8>, Vec<u8>> = FutureRecord::to(topic).key(k).payload(v);
+        loop {
+            match p.send_result(rec) {
+                Ok(f) => {
+                    pending.push_back(f);
+                    break;
+                }
+                Err((_, r)) => {
+                    rec = r;
+                    // Queue full: wait for the oldest half in flight.
+                    let n = pending.len().div_ceil(2).max(1);
+                    for f in pending.drain(..n.min(pending.len())) {
+                        let (part, off) = {
+                            let d = f.await?.map_err(|(e, _)| e)?;
+                            (d.partition, d.offset)
+                        };
+                        let end = ends.entry(part).or_insert(0);
+                        *end = (*end).max(off + 1);
+                    }
+                    if pending.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        }
+    }
+    for f in pending {
+        let (part, off) = {
+            let d = f.await?.map_err(|(e, _)| e)?;
+            (d.partition, d.offset)
+        };
+        let end = ends.entry(part).or_insert(0);
+        *end = (*end).max(off + 1);
+    }
+    Ok(ends)
+}
+
+/// The pre-published topic every part reads.
+pub struct Published {
+    pub topic: String,
+    pub partitions: i32,
+    pub ends: Ends,
+    pub events: u64,
+    pub unique_rows: u64,
+    pub publish_secs: f64,
+}
+
+pub async fn prepublish(env: &Env, data: &Dataset, partitions: i32) -> Result<Published> {
+    let topic = crate::unique("bench") + ".payments.qris.v1";
+    create_topic(env, &topic, partitions).await?;
+    let t = Instant::now();
+    let ends = publish_all(env, &topic, &data.msgs).await?;
+    let publish_secs = t.elapsed().as_secs_f64();
+    let events: i64 = ends.values().sum();
+    ensure!(
+        events as usize == data.msgs.len(),
+        "published {} messages, the partition ends add up to {events}",
+        data.msgs.len()
+    );
+    Ok(Published {
+        topic,
+        partitions,
+        ends,
+        events: events as u64,
+        unique_rows: data.unique_rows,
+        publish_secs,
+    })
+}
+
+/// The broker ceiling: a bare rdkafka consumer (a fresh group, the service's fetch settings, no
+/// commits, no decoding) reads every message. Seconds from its first message to its last.
+pub fn broker_ceiling(env: &Env, p: &Published) -> Result<f64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("group.id", crate::unique("bench-broker"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "100")
+        .create()?;
+    c.subscribe(&[&p.topic])?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let (mut n, mut bytes, mut first) = (0u64, 0usize, None);
+    while n < p.events {
+        ensure!(
+            Instant::now() < deadline,
+            "broker ceiling: {n} of {} messages in 600 s",
+            p.events
+        );
+        match c.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                first.get_or_insert_with(Instant::now);
+                bytes += m.payload_len();
+                n += 1;
+            }
+            Some(Err(e)) => bail!("broker ceiling: {e}"),
+            None => {}
+        }
+    }
+    std::hint::black_box(bytes);
+    Ok(first.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0))
+}
+
+/// Peak resident set (VmHWM) of a process, KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn cpu_seconds_of(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+}
+
+/// One end-to-end run of the real qris-consumer binary.
+pub struct E2eRun {
+    /// From its partition assignment to every offset committed.
+    pub secs: f64,
+    pub cpu_us_per_event: f64,
+    pub peak_rss_kib: u64,
+    pub database: String,
+    /// Batches flushed, and seconds spent flushing (dedup lookup, insert, commit) and inserting.
+    pub flushes: f64,
+    pub flush_secs: f64,
+    pub insert_secs: f64,
+}
+
+/// A qris-consumer on `topic` with a fresh group and database, the service's default batch
+/// settings (the test helper's small batches overridden) and JSON logs off.
+fn consumer_setup(topic: &str, extra: &[(String, String)]) -> Result<ConsumerSetup> {
+    let b = BatchSettings::default();
+    let mut s = ConsumerSetup::prepare_for(QRIS, "bench")?
+        .with_env("UMKM__BATCH__MAX_ROWS", &b.max_rows.to_string())
+        .with_env("UMKM__BATCH__MAX_BYTES", &b.max_bytes.to_string())
+        .with_env("UMKM__BATCH__MAX_AGE_MS", &b.max_age_ms.to_string())
+        .with_env("UMKM__LOG__LEVEL", "info");
+    s.topic = topic.to_string();
+    for (k, v) in extra {
+        s = s.with_env(k, v);
+    }
+    Ok(s)
+}
+
+/// Polls `f` every `every` until it is true; fails after `timeout`.
+async fn poll_until<F: FnMut() -> Result<bool>>(
+    timeout: Duration,
+    every: Duration,
+    what: &str,
+    mut f: F,
+) -> Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f()? {
+            return Ok(Instant::now());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
+fn assigned(proc: &ConsumerProc) -> bool {
+    std::fs::read_to_string(&proc.log)
+        .map(|t| t.contains("partitions assigned"))
+        .unwrap_or(false)
+}
+
+/// Runs qris-consumer over the pre-published topic until every offset is committed; checks
+/// that exactly the unique payments landed.
+pub async fn e2e(env: &Env, p: &Published, extra: &[(String, String)]) -> Result<E2eRun> {
+    let s = consumer_setup(&p.topic, extra)?;
+    create_topic(env, &s.dlq_topic, 1).await?;
+    let mut proc = ConsumerProc::start(env, &s, "bench")?;
+    let pid = proc.child.id();
+    let result = async {
+        let t0 = poll_until(
+            Duration::from_secs(120),
+            Duration::from_millis(10),
+            "partitions assigned",
+            || {
+                if let Some(code) = proc_exited(pid) {
+                    bail!("qris-consumer exited ({code})");
+                }
+                Ok(assigned(&proc))
+            },
+        )
+        .await?;
+        let mut peak = 0u64;
+        let (env2, s2, ends) = (env.clone(), s.clone(), p.ends.clone());
+        let parts = p.partitions;
+        let t1 = poll_until(
+            Duration::from_secs(900),
+            Duration::from_millis(50),
+            "every offset committed",
+            || {
+                peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
+                let got = committed(&env2, &s2.group, &s2.topic, parts)?;
+                Ok(ends
+                    .iter()
+                    .all(|(part, end)| got.get(part).copied() == Some(*end)))
+            },
+        )
+        .await?;
+        let secs = t1.duration_since(t0).as_secs_f64();
+        let cpu = cpu_seconds_of(pid).unwrap_or(0.0);
+        peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
+        let rows = ch_u64(
+            env,
+            &format!("SELECT count() FROM `{}`.qris_payments", s.database),
+        )
+        .await?;
+        ensure!(
+            rows == p.unique_rows,
+            "end to end landed {rows} rows, the model produced {} unique payments",
+            p.unique_rows
+        );
+        Ok(E2eRun {
+            secs,
+            cpu_us_per_event: cpu / p.events as f64 * 1e6,
+            peak_rss_kib: peak,
+            database: s.database.clone(),
+            flushes: proc.metric("umkm_flush_duration_seconds_count").await,
+            flush_secs: proc.metric("umkm_flush_duration_seconds_sum").await,
+            insert_secs: proc.metric("umkm_insert_duration_seconds_sum").await,
+        })
+    }
+    .await;
+    let _ = proc.terminate(Duration::from_secs(30));
+    result.map_err(|e: anyhow::Error| e.context(proc.log_tail()))
+}
+
+fn proc_exited(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .to_string();
+    (state == "Z").then_some("exited".into())
+}
+
+/// The rows the end-to-end run landed, as RowBinary request bodies of at most `batch` rows
+/// (split by `cityHash64(dedup_key)`), fetched once before the ClickHouse ceiling is timed.
+pub async fn encoded_batches(
+    env: &Env,
+    database: &str,
+    rows: u64,
+    batch: u64,
+) -> Result<Vec<Vec<u8>>> {
+    let k = rows.div_ceil(batch.max(1)).max(1);
+    let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    let mut out = Vec::new();
+    for i in 0..k {
+        let sql = format!(
+            "SELECT * FROM `{database}`.qris_payments WHERE cityHash64(dedup_key) % {k} = {i} FORMAT RowBinary"
+        );
+        let r = client
+            .post(&env.clickhouse)
+            .body(sql)
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await?;
+        ensure!(r.status().is_success(), "export: {}", r.text().await?);
+        out.push(r.bytes().await?.to_vec());
+    }
+    Ok(out)
+}
+
+/// The ClickHouse ceiling: one insert stream (as one consumer has) posting the already encoded
+/// bodies into a fresh copy of `qris_payments` (same engine, sorting key and materialized-view
+/// fan-out is not copied: see docs/benchmarks.md). Returns seconds for all of them.
+pub async fn clickhouse_ceiling(env: &Env, database: &str, bodies: &[Vec<u8>]) -> Result<f64> {
+    let table = format!("`{database}`.{}", crate::unique("ceiling"));
+    ch(
+        env,
+        &format!("CREATE TABLE {table} AS `{database}`.qris_payments"),
+    )
+    .await?;
+    let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    let url = format!(
+        "{}/?query={}",
+        env.clickhouse,
+        urlencode(&format!("INSERT INTO {table} FORMAT RowBinary"))
+    );
+    let t = Instant::now();
+    for b in bodies {
+        let r = client
+            .post(&url)
+            .body(b.clone())
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await?;
+        ensure!(r.status().is_success(), "insert: {}", r.text().await?);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let rows = ch_u64(env, &format!("SELECT count() FROM {table}")).await?;
+    ch(env, &format!("DROP TABLE {table}")).await?;
+    ensure!(rows > 0, "the ClickHouse ceiling inserted nothing");
+    Ok(secs)
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Publish → row visible latencies at a fixed rate.
+pub struct Latency {
+    pub rate: f64,
+    pub sent: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub poll_ms: u64,
+}
+
+/// Starts a qris-consumer on a fresh topic, waits for its assignment, then publishes unique
+/// payments at `rate` per second for `secs` seconds. A poller reads the highest landed offset
+/// per partition from ClickHouse every `poll_ms`; a message is visible at the first poll that
+/// shows its partition at or past its offset (batches land whole and in order, and without
+/// duplicates every message is one row). Latency = that poll's time − the send time.
+pub async fn latency(
+    env: &Env,
+    data: &Dataset,
+    partitions: i32,
+    rate: f64,
+    secs: f64,
+    extra: &[(String, String)],
+) -> Result<Latency> {
+    let n = ((rate * secs) as usize).min(data.msgs.len());
+    ensure!(n > 0, "latency: nothing to send");
+    let topic = crate::unique("bench-lat") + ".payments.qris.v1";
+    create_topic(env, &topic, partitions).await?;
+    let s = consumer_setup(&topic, extra)?;
+    create_topic(env, &s.dlq_topic, 1).await?;
+    let mut proc = ConsumerProc::start(env, &s, "latency")?;
+    let pid = proc.child.id();
+    let poll_ms = 20u64;
+    let result = async {
+        poll_until(
+            Duration::from_secs(120),
+            Duration::from_millis(20),
+            "partitions assigned",
+            || {
+                if proc_exited(pid).is_some() {
+                    bail!("qris-consumer exited");
+                }
+                Ok(assigned(&proc))
+            },
+        )
+        .await?;
+        // Poller: (time, highest landed offset per partition).
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (env2, db, stop2) = (env.clone(), s.database.clone(), stop.clone());
+        let poller = tokio::spawn(async move {
+            let mut snaps: Vec<(Instant, BTreeMap<i32, i64>)> = Vec::new();
+            let sql = format!(
+                "SELECT source_partition, max(source_offset) FROM `{db}`.qris_payments GROUP BY source_partition FORMAT TabSeparated"
+            );
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                if let Ok(text) = ch(&env2, &sql).await {
+                    let m: BTreeMap<i32, i64> = text
+                        .lines()
+                        .filter_map(|l| {
+                            let (a, b) = l.split_once('\t')?;
+                            Some((a.parse().ok()?, b.parse().ok()?))
+                        })
+                        .collect();
+                    snaps.push((t, m));
+                }
+                tokio::time::sleep_until((t + Duration::from_millis(poll_ms)).into()).await;
+            }
+            snaps
+        });
+        let producer = bulk_producer(env, 5)?;
+        let start = Instant::now();
+        let mut pending = Vec::with_capacity(n);
+        for (i, (k, v)) in data.msgs[..n].iter().enumerate() {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            if due > Instant::now() {
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let rec: FutureRecord<'_, Vec<u8>, Vec<u8>> =
+                FutureRecord::to(&topic).key(k).payload(v);
+            let sent = Instant::now();
+            match producer.send_result(rec) {
+                Ok(f) => pending.push((sent, f)),
+                Err((e, _)) => bail!("latency: publish: {e}"),
+            }
+        }
+        let publish_secs = start.elapsed().as_secs_f64();
+        let mut sent: Vec<(Instant, i32, i64)> = Vec::with_capacity(n);
+        let mut ends = Ends::new();
+        for (t, f) in pending {
+            let (part, off) = {
+                        let d = f.await?.map_err(|(e, _)| e)?;
+                        (d.partition, d.offset)
+                    };
+            sent.push((t, part, off));
+            let end = ends.entry(part).or_insert(0);
+            *end = (*end).max(off + 1);
+        }
+        let last = ends.clone();
+        let db = s.database.clone();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let text = ch(
+                env,
+                &format!(
+                    "SELECT source_partition, max(source_offset) FROM `{db}`.qris_payments GROUP BY source_partition FORMAT TabSeparated"
+                ),
+            )
+            .await?;
+            let m: BTreeMap<i32, i64> = text
+                .lines()
+                .filter_map(|l| {
+                    let (a, b) = l.split_once('\t')?;
+                    Some((a.parse().ok()?, b.parse().ok()?))
+                })
+                .collect();
+            if last.iter().all(|(p, e)| m.get(p).copied() >= Some(e - 1)) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "latency: not every message landed within 120 s of the last send"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // One more poll after everything is visible.
+        tokio::time::sleep(Duration::from_millis(poll_ms * 3)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let snaps = poller.await?;
+        let mut lat = Vec::with_capacity(sent.len());
+        for (t, part, off) in &sent {
+            let seen = snaps
+                .iter()
+                .find(|(st, m)| st >= t && m.get(part).copied().unwrap_or(-1) >= *off)
+                .map(|(st, _)| st.duration_since(*t).as_secs_f64() * 1000.0);
+            match seen {
+                Some(ms) => lat.push(ms),
+                None => bail!("latency: partition {part} offset {off} never seen by the poller"),
+            }
+        }
+        lat.sort_by(f64::total_cmp);
+        let q = |x: f64| lat[((lat.len() as f64 * x).ceil() as usize).clamp(1, lat.len()) - 1];
+        let rows = ch_u64(env, &format!("SELECT count() FROM `{db}`.qris_payments")).await?;
+        ensure!(
+            rows == n as u64,
+            "latency: {rows} rows landed for {n} unique payments"
+        );
+        Ok(Latency {
+            rate: n as f64 / publish_secs,
+            sent: n,
+            p50_ms: q(0.5),
+            p99_ms: q(0.99),
+            max_ms: lat[lat.len() - 1],
+            poll_ms,
+        })
+    }
+    .await;
+    let _ = proc.terminate(Duration::from_secs(30));
+    result.map_err(|e: anyhow::Error| e.context(proc.log_tail()))
+}
+
+/// One run of the Python baseline (bench/baseline.py).
+pub struct BaselineRun {
+    pub secs: f64,
+    pub cpu_us_per_event: f64,
+    pub peak_rss_kib: u64,
+}
+
+/// Runs bench/baseline.py with `python` over the pre-published topic into a fresh database
+/// migrated by qris-consumer (the same tables and materialized views), then checks its rows.
+pub async fn baseline(
+    env: &Env,
+    p: &Published,
+    python: &PathBuf,
+    native: &str,
+) -> Result<BaselineRun> {
+    let s = consumer_setup(&p.topic, &[])?;
+    // The same schema as the service's: `qris-consumer migrate`.
+    let out = Command::new(crate::service_bin("qris-consumer"))
+        .arg("migrate")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
+        .env("UMKM_KAFKA_BROKERS", &env.brokers)
+        .env("UMKM_PII_HASH_KEY", crate::PII_KEY)
+        .env("UMKM__CLICKHOUSE__DATABASE", &s.database)
+        .env("UMKM__REGISTRY__DIR", &s.registry_dir)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "qris-consumer migrate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = crate::repo_root();
+    let report = s.work_dir.join("baseline.json");
+    let mut child = Command::new(python)
+        .arg(root.join("bench/baseline.py"))
+        .args(["--brokers", &env.brokers])
+        .args(["--topic", &p.topic])
+        .args(["--group", &s.group])
+        .args(["--clickhouse", native])
+        .args(["--database", &s.database])
+        .args(["--events", &p.events.to_string()])
+        .args([
+            "--reference-dir",
+            &root.join("schemas/reference").to_string_lossy(),
+        ])
+        .args([
+            "--schema",
+            &root
+                .join("schemas/avro/qris_payment.avsc")
+                .to_string_lossy(),
+        ])
+        .args(["--report", &report.to_string_lossy()])
+        .env("UMKM_PII_HASH_KEY", crate::PII_KEY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("spawn {}", python.display()))?;
+    let pid = child.id();
+    let mut peak = 0u64;
+    let mut cpu = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
+        cpu = cpu_seconds_of(pid).unwrap_or(cpu);
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the baseline did not finish within 30 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    ensure!(status.success(), "bench/baseline.py failed ({status})");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
+    let secs = r["seconds"].as_f64().context("report: seconds")?;
+    let cpu_total = r["cpu_seconds"].as_f64().unwrap_or(cpu);
+    let rows = ch_u64(
+        env,
+        &format!("SELECT count() FROM `{}`.qris_payments", s.database),
+    )
+    .await?;
+    ensure!(
+        rows == p.unique_rows,
+        "the baseline landed {rows} rows, the model produced {} unique payments",
+        p.unique_rows
+    );
+    Ok(BaselineRun {
+        secs,
+        cpu_us_per_event: cpu_total / p.events as f64 * 1e6,
+        peak_rss_kib: peak,
+    })
+}
