@@ -151,9 +151,11 @@ pub async fn prepublish(env: &Env, data: &Dataset, partitions: i32) -> Result<Pu
     })
 }
 
-/// The broker ceiling: a bare rdkafka consumer (a fresh group, the service's fetch settings, no
-/// commits, no decoding) reads every message. Seconds from its first message to its last.
-pub fn broker_ceiling(env: &Env, p: &Published) -> Result<f64> {
+/// The broker ceiling: a bare rdkafka consumer (a fresh group, librdkafka's default prefetch,
+/// no commits, no decoding) reads every message. Seconds from its first message to its last,
+/// and the stack's CPU over the whole call (group join included).
+pub fn broker_ceiling(env: &Env, p: &Published) -> Result<(f64, Option<StackCpu>)> {
+    let stack0 = stack_cpu();
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &env.brokers)
         .set("group.id", crate::unique("bench-broker"))
@@ -181,7 +183,8 @@ pub fn broker_ceiling(env: &Env, p: &Published) -> Result<f64> {
         }
     }
     std::hint::black_box(bytes);
-    Ok(first.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0))
+    let secs = first.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+    Ok((secs, stack_cpu().zip(stack0).map(|(b, a)| b.since(a))))
 }
 
 /// Peak resident set (VmHWM) of a process, KiB.
@@ -197,11 +200,74 @@ fn cpu_seconds_of(pid: u32) -> Option<f64> {
     Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
 }
 
+/// CPU seconds used so far by the local stack's tansu and ClickHouse server, from the pid files
+/// `scripts/stack` writes (`$UMKM_STACK_DIR`, default `.stack/`); `None` for a stack run
+/// elsewhere. The bench uses it to show where a 2-core machine's CPU goes.
+pub fn stack_cpu() -> Option<StackCpu> {
+    let dir = std::env::var_os("UMKM_STACK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::repo_root().join(".stack"));
+    let of = |name: &str| -> Option<f64> {
+        let pid: u32 = std::fs::read_to_string(dir.join(name).join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        cpu_seconds_of(pid)
+    };
+    Some(StackCpu {
+        tansu: of("tansu")?,
+        clickhouse: of("clickhouse")?,
+    })
+}
+
+/// CPU seconds of the broker and the ClickHouse server (a snapshot, or a difference of two).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StackCpu {
+    pub tansu: f64,
+    pub clickhouse: f64,
+}
+
+impl StackCpu {
+    /// What was used between `before` and `self`.
+    pub fn since(self, before: StackCpu) -> StackCpu {
+        StackCpu {
+            tansu: self.tansu - before.tansu,
+            clickhouse: self.clickhouse - before.clickhouse,
+        }
+    }
+}
+
+/// Waits until ClickHouse runs no merges (at most 2 minutes), so that the background merges
+/// one part leaves behind do not slow the next part's timing. Returns the seconds waited.
+pub async fn settle(env: &Env) -> Result<f64> {
+    let t = Instant::now();
+    while ch_u64(env, "SELECT count() FROM system.merges").await? > 0
+        && t.elapsed() < Duration::from_secs(120)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Drops a database a part made once it is no longer needed (its merges would cost the next
+/// parts CPU).
+pub async fn drop_database(env: &Env, database: &str) -> Result<()> {
+    ch(env, &format!("DROP DATABASE IF EXISTS `{database}`"))
+        .await
+        .map(|_| ())
+}
+
 /// One end-to-end run of the real qris-consumer binary.
 pub struct E2eRun {
     /// From its partition assignment to every offset committed.
     pub secs: f64,
+    /// The consumer's CPU between those two points, per event.
     pub cpu_us_per_event: f64,
+    /// The consumer's, the broker's and ClickHouse's CPU seconds in that window (`None` for the
+    /// last two when the stack is not the local one).
+    pub consumer_cpu: f64,
+    pub stack_cpu: Option<StackCpu>,
     pub peak_rss_kib: u64,
     pub database: String,
     /// Batches flushed, and seconds spent flushing (dedup lookup, insert, commit) and inserting.
@@ -272,6 +338,7 @@ pub async fn e2e(env: &Env, p: &Published, extra: &[(String, String)]) -> Result
             },
         )
         .await?;
+        let (cpu0, stack0) = (cpu_seconds_of(pid).unwrap_or(0.0), stack_cpu());
         let mut peak = 0u64;
         let (env2, s2, ends) = (env.clone(), s.clone(), p.ends.clone());
         let parts = p.partitions;
@@ -289,7 +356,8 @@ pub async fn e2e(env: &Env, p: &Published, extra: &[(String, String)]) -> Result
         )
         .await?;
         let secs = t1.duration_since(t0).as_secs_f64();
-        let cpu = cpu_seconds_of(pid).unwrap_or(0.0);
+        let cpu = cpu_seconds_of(pid).unwrap_or(0.0) - cpu0;
+        let stack = stack_cpu().zip(stack0).map(|(b, a)| b.since(a));
         peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
         let rows = ch_u64(
             env,
@@ -304,6 +372,8 @@ pub async fn e2e(env: &Env, p: &Published, extra: &[(String, String)]) -> Result
         Ok(E2eRun {
             secs,
             cpu_us_per_event: cpu / p.events as f64 * 1e6,
+            consumer_cpu: cpu,
+            stack_cpu: stack,
             peak_rss_kib: peak,
             database: s.database.clone(),
             flushes: proc.metric("umkm_flush_duration_seconds_count").await,
@@ -355,15 +425,33 @@ pub async fn encoded_batches(
 }
 
 /// The ClickHouse ceiling: one insert stream (as one consumer has) posting the already encoded
-/// bodies into a fresh copy of `qris_payments` (same engine, sorting key and materialized-view
-/// fan-out is not copied: see docs/benchmarks.md). Returns seconds for all of them.
-pub async fn clickhouse_ceiling(env: &Env, database: &str, bodies: &[Vec<u8>]) -> Result<f64> {
-    let table = format!("`{database}`.{}", crate::unique("ceiling"));
-    ch(
-        env,
-        &format!("CREATE TABLE {table} AS `{database}`.qris_payments"),
-    )
-    .await?;
+/// bodies, as fast as it can. With `views`, into `qris_payments` of a freshly migrated database,
+/// so ClickHouse also feeds the materialized views (the rollups) as it does for the consumer;
+/// without, into a bare copy of the table (same engine and sorting key, no views). Returns
+/// seconds for all of them.
+pub async fn clickhouse_ceiling(
+    env: &Env,
+    database: &str,
+    bodies: &[Vec<u8>],
+    views: bool,
+) -> Result<f64> {
+    let fresh = if views {
+        Some(migrated(env, "bench-ceiling")?)
+    } else {
+        None
+    };
+    let table = match &fresh {
+        Some(s) => format!("`{}`.qris_payments", s.database),
+        None => {
+            let table = format!("`{database}`.{}", crate::unique("ceiling"));
+            ch(
+                env,
+                &format!("CREATE TABLE {table} AS `{database}`.qris_payments"),
+            )
+            .await?;
+            table
+        }
+    };
     let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
     let url = format!(
         "{}/?query={}",
@@ -382,7 +470,10 @@ pub async fn clickhouse_ceiling(env: &Env, database: &str, bodies: &[Vec<u8>]) -
     }
     let secs = t.elapsed().as_secs_f64();
     let rows = ch_u64(env, &format!("SELECT count() FROM {table}")).await?;
-    ch(env, &format!("DROP TABLE {table}")).await?;
+    match &fresh {
+        Some(s) => drop_database(env, &s.database).await?,
+        None => ch(env, &format!("DROP TABLE {table}")).await.map(|_| ())?,
+    }
     ensure!(rows > 0, "the ClickHouse ceiling inserted nothing");
     Ok(secs)
 }
@@ -555,7 +646,32 @@ pub async fn latency(
     }
     .await;
     let _ = proc.terminate(Duration::from_secs(30));
+    if result.is_ok() {
+        drop_database(env, &s.database).await?;
+    }
     result.map_err(|e: anyhow::Error| e.context(proc.log_tail()))
+}
+
+/// A fresh consumer setup whose database has the service's schema (tables, materialized views):
+/// `qris-consumer migrate`.
+fn migrated(env: &Env, topic: &str) -> Result<ConsumerSetup> {
+    let s = consumer_setup(topic, &[])?;
+    let out = Command::new(crate::service_bin("qris-consumer"))
+        .arg("migrate")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
+        .env("UMKM_KAFKA_BROKERS", &env.brokers)
+        .env("UMKM_PII_HASH_KEY", crate::PII_KEY)
+        .env("UMKM__CLICKHOUSE__DATABASE", &s.database)
+        .env("UMKM__REGISTRY__DIR", &s.registry_dir)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "qris-consumer migrate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(s)
 }
 
 /// One run of the Python baseline (bench/baseline.py).
@@ -573,23 +689,7 @@ pub async fn baseline(
     python: &PathBuf,
     native: &str,
 ) -> Result<BaselineRun> {
-    let s = consumer_setup(&p.topic, &[])?;
-    // The same schema as the service's: `qris-consumer migrate`.
-    let out = Command::new(crate::service_bin("qris-consumer"))
-        .arg("migrate")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
-        .env("UMKM_KAFKA_BROKERS", &env.brokers)
-        .env("UMKM_PII_HASH_KEY", crate::PII_KEY)
-        .env("UMKM__CLICKHOUSE__DATABASE", &s.database)
-        .env("UMKM__REGISTRY__DIR", &s.registry_dir)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "qris-consumer migrate: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let s = migrated(env, &p.topic)?;
     let root = crate::repo_root();
     let report = s.work_dir.join("baseline.json");
     let mut child = Command::new(python)
@@ -647,6 +747,7 @@ pub async fn baseline(
         "the baseline landed {rows} rows, the model produced {} unique payments",
         p.unique_rows
     );
+    drop_database(env, &s.database).await?;
     Ok(BaselineRun {
         secs,
         cpu_us_per_event: cpu_total / p.events as f64 * 1e6,

@@ -42,6 +42,7 @@ fn bench_all_parts_run_and_land_exactly() -> Result<()> {
         "| core, one core |",
         "| broker ceiling",
         "| ClickHouse ceiling",
+        "| ... the same into a bare table",
         "| end to end, qris-consumer |",
         "| latency at ",
         "| qris-consumer peak RSS",

@@ -193,8 +193,18 @@ fn runs_text(v: &[f64], unit: &str) -> String {
     format!("{} {unit}", parts.join(", "))
 }
 
+/// Waits for ClickHouse's background merges before a timed run (see `bench::settle`).
+async fn settle(env: &Env) -> Result<()> {
+    let waited = bench::settle(env).await?;
+    if waited >= 1.0 {
+        println!("  (waited {waited:.1} s for ClickHouse's background merges)");
+    }
+    Ok(())
+}
+
 async fn all(core_events: usize, a: AllArgs) -> Result<()> {
     let env = Env::from_env();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runs = a.runs;
     println!("== core ==");
     let service_batch = umkm_runtime::config::BatchSettings::default().max_rows;
@@ -231,9 +241,13 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
             unique_rows: p.unique_rows,
             publish_secs: p.publish_secs,
         };
-        let secs =
+        settle(&env).await?;
+        let (secs, cpu) =
             tokio::task::spawn_blocking(move || bench::broker_ceiling(&env2, &pub2)).await??;
-        println!("  run {run}: {:>9.0} events/s ({secs:.2} s)", n / secs);
+        let cpu = cpu
+            .map(|c| format!("; tansu used {:.1} s CPU", c.tansu))
+            .unwrap_or_default();
+        println!("  run {run}: {:>9.0} events/s ({secs:.2} s{cpu})", n / secs);
         broker.push(n / secs);
     }
 
@@ -243,7 +257,9 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
     let mut e2e = Vec::new();
     let (mut e2e_cpu, mut rss) = (Vec::new(), Vec::new());
     let mut last_db = String::new();
+    let mut cpu_split: Vec<(f64, f64, f64, f64)> = Vec::new();
     for run in 1..=runs {
+        settle(&env).await?;
         let r = bench::e2e(&env, &p, &a.consumer_env).await?;
         println!(
             "  run {run}: {:>9.0} events/s ({:.2} s from assignment to the last commit; {:.2} us CPU/event; peak RSS {:.0} MiB; {} rows)",
@@ -257,13 +273,31 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
             "         {:.0} flushes taking {:.2} s in all, of which inserts {:.2} s",
             r.flushes, r.flush_secs, r.insert_secs
         );
+        if let Some(c) = r.stack_cpu {
+            let used = r.consumer_cpu + c.tansu + c.clickhouse;
+            println!(
+                "         CPU in that window: qris-consumer {:.1} s, tansu {:.1} s, ClickHouse {:.1} s = {:.1} of the {:.1} CPU-seconds {cores} cores give ({:.0}%)",
+                r.consumer_cpu,
+                c.tansu,
+                c.clickhouse,
+                used,
+                r.secs * cores as f64,
+                used / (r.secs * cores as f64) * 100.0
+            );
+            cpu_split.push((r.consumer_cpu, c.tansu, c.clickhouse, r.secs));
+        }
         e2e.push(n / r.secs);
         e2e_cpu.push(r.cpu_us_per_event);
         rss.push(mib(r.peak_rss_kib));
+        if !last_db.is_empty() {
+            bench::drop_database(&env, &last_db).await?;
+        }
         last_db = r.database;
     }
 
-    println!("== ClickHouse ceiling: the same rows, already encoded, one insert stream ==");
+    println!(
+        "== ClickHouse ceiling: the same rows, already encoded, one insert stream into qris_payments with its materialized views (as the consumer writes) =="
+    );
     let batch = umkm_runtime::config::BatchSettings::default().max_rows as u64;
     let bodies = bench::encoded_batches(&env, &last_db, p.unique_rows, batch).await?;
     let bytes: usize = bodies.iter().map(Vec::len).sum();
@@ -273,15 +307,23 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
         bodies.len(),
         bytes as f64 / (1 << 20) as f64
     );
-    let mut chc = Vec::new();
-    for run in 1..=runs {
-        let secs = bench::clickhouse_ceiling(&env, &last_db, &bodies).await?;
-        println!(
-            "  run {run}: {:>9.0} rows/s = {:>9.0} events/s equivalent ({secs:.2} s)",
-            p.unique_rows as f64 / secs,
-            n / secs
-        );
-        chc.push(n / secs);
+    let (mut chc, mut bare) = (Vec::new(), Vec::new());
+    for views in [true, false] {
+        if !views {
+            println!(
+                "  -- the same into a bare copy of the table (no materialized views), for comparison"
+            );
+        }
+        for run in 1..=runs {
+            settle(&env).await?;
+            let secs = bench::clickhouse_ceiling(&env, &last_db, &bodies, views).await?;
+            println!(
+                "  run {run}: {:>9.0} rows/s = {:>9.0} events/s equivalent ({secs:.2} s)",
+                p.unique_rows as f64 / secs,
+                n / secs
+            );
+            if views { &mut chc } else { &mut bare }.push(n / secs);
+        }
     }
 
     let e2e_med = median(&mut e2e.clone());
@@ -293,7 +335,9 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
     let unique = bench::dataset((rate * a.latency_seconds) as usize + 1, false)?;
     let (mut p50, mut p99, mut lmax) = (Vec::new(), Vec::new(), Vec::new());
     let mut achieved = Vec::new();
+    bench::drop_database(&env, &last_db).await?;
     for run in 1..=runs {
+        settle(&env).await?;
         let l = bench::latency(
             &env,
             &unique,
@@ -321,6 +365,7 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
             "== baseline: bench/baseline.py (confluent-kafka, fastavro, clickhouse-driver) =="
         );
         for run in 1..=runs {
+            settle(&env).await?;
             let r = bench::baseline(&env, &p, python, &a.native).await?;
             println!(
                 "  run {run}: {:>9.0} events/s ({:.2} s; {:.2} us CPU/event; peak RSS {:.0} MiB)",
@@ -360,9 +405,15 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
         runs_text(&broker, "")
     );
     println!(
-        "| ClickHouse ceiling (encoded rows, one stream) | {ch_med:.0} events/s ({:.0} rows/s) | {} | |",
+        "| ClickHouse ceiling (encoded rows, one stream, with the rollup views) | {ch_med:.0} events/s ({:.0} rows/s) | {} | |",
         ch_med * p.unique_rows as f64 / n,
         runs_text(&chc, "")
+    );
+    let bare_med = median(&mut bare.clone());
+    println!(
+        "| ... the same into a bare table (no views), for comparison | {bare_med:.0} events/s ({:.0} rows/s) | {} | |",
+        bare_med * p.unique_rows as f64 / n,
+        runs_text(&bare, "")
     );
     println!(
         "| end to end, qris-consumer | {e2e_med:.0} events/s = {:.0}% of the {lower_name} ceiling ({:.2} us CPU/event) | {} | >= 70%: {} |",
@@ -380,6 +431,17 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
         runs_text(&p99, ""),
         ok(p99m <= 2000.0)
     );
+    if !cpu_split.is_empty() {
+        let col = |f: fn(&(f64, f64, f64, f64)) -> f64| {
+            median(&mut cpu_split.iter().map(f).collect::<Vec<_>>())
+        };
+        let (c, t, k, w) = (col(|x| x.0), col(|x| x.1), col(|x| x.2), col(|x| x.3));
+        println!(
+            "| CPU-seconds in the end-to-end window ({cores} cores x {w:.1} s = {:.1}) | qris-consumer {c:.1}, tansu {t:.1}, ClickHouse {k:.1}: {:.0}% of the machine | | |",
+            w * cores as f64,
+            (c + t + k) / (w * cores as f64) * 100.0
+        );
+    }
     let rss_med = median(&mut rss.clone());
     println!(
         "| qris-consumer peak RSS (end to end) | {rss_med:.0} MiB | {} MiB | <= 256 MiB: {} |",
