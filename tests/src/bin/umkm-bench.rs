@@ -299,7 +299,7 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
         "== ClickHouse ceiling: the same rows, already encoded, one insert stream into qris_payments with its materialized views (as the consumer writes) =="
     );
     let batch = umkm_runtime::config::BatchSettings::default().max_rows as u64;
-    let bodies = bench::encoded_batches(&env, &last_db, p.unique_rows, batch).await?;
+    let bodies = bench::encoded_batches(&env, &last_db, p.partitions, batch).await?;
     let bytes: usize = bodies.iter().map(Vec::len).sum();
     println!(
         "  {} rows in {} RowBinary bodies ({:.0} MiB)",
