@@ -38,11 +38,74 @@ impl Key {
         s
     }
 
+    /// The same 32 characters inline (no allocation): the rows' key columns use it.
+    pub fn hex_inline(self) -> KeyHex {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, b) in self.0.to_be_bytes().into_iter().enumerate() {
+            out[2 * i] = HEX[usize::from(b >> 4)];
+            out[2 * i + 1] = HEX[usize::from(b & 15)];
+        }
+        KeyHex(out)
+    }
+
     pub fn from_hex(s: &str) -> Option<Key> {
         if s.len() != 32 {
             return None;
         }
         u128::from_str_radix(s, 16).ok().map(Key)
+    }
+}
+
+/// A key's 32 lower-case hex characters, stored inline: a `String` column of a row
+/// (serialized as a string; read back from any 32-hex-digit string).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyHex([u8; 32]);
+
+impl KeyHex {
+    pub fn as_str(&self) -> &str {
+        // Only ever built from ASCII hex digits (hex_inline, or checked in deserialize).
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+}
+
+impl std::fmt::Debug for KeyHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for KeyHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<String> for KeyHex {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for KeyHex {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl serde::Serialize for KeyHex {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KeyHex {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Key::from_hex(&s)
+            .filter(|k| k.hex_inline() == s.to_ascii_lowercase())
+            .map(Key::hex_inline)
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a 32-digit hex key")))
     }
 }
 
@@ -135,6 +198,12 @@ mod tests {
         assert_eq!(a.hex().len(), 32);
         assert_eq!(a.hex(), format!("{:032x}", a.0));
         assert_eq!(Key(1).hex(), format!("{:032x}", 1u128));
+        assert_eq!(a.hex_inline(), a.hex());
+        assert_eq!(Key(1).hex_inline().as_str(), format!("{:032x}", 1u128));
+        let back: KeyHex =
+            serde_json::from_str(&serde_json::to_string(&a.hex_inline()).unwrap()).unwrap();
+        assert_eq!(back, a.hex_inline());
+        assert!(serde_json::from_str::<KeyHex>("\"xyz\"").is_err());
     }
 
     #[test]

@@ -19,6 +19,11 @@ pub fn is_nmid(s: &str) -> bool {
     s.len() == 15 && s.starts_with("ID") && all_digits(&s[2..])
 }
 
+/// A row column that is usually one of a few fixed values (role, sector, status, currency…):
+/// borrowed from a `&'static str` when it is, so the hot path allocates nothing for it; owned
+/// when read back from ClickHouse.
+pub type Label = std::borrow::Cow<'static, str>;
+
 /// An optional string, trimmed; empty when absent. Reuses the string when it needs no trimming
 /// (the common case: no allocation per field on the hot path).
 pub fn opt(s: Option<String>) -> String {

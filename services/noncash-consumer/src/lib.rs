@@ -9,9 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 use umkm_core::Invalid;
-use umkm_core::dedup::Key;
+use umkm_core::dedup::{Key, KeyHex};
 use umkm_core::fields::{
-    check_event_id, check_message_key, id_like, is_nmid, mid_ref, nmid_ref, opt, trimmed,
+    Label, check_event_id, check_message_key, id_like, is_nmid, mid_ref, nmid_ref, opt, trimmed,
 };
 pub use umkm_core::payment::PaymentStatus;
 use umkm_core::payment::{CommonChecked, CommonFields, check_common};
@@ -105,12 +105,12 @@ pub struct NoncashPayment {
 /// column.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row)]
 pub struct NoncashRow {
-    pub dedup_key: String,
-    pub payment_key: String,
+    pub dedup_key: KeyHex,
+    pub payment_key: KeyHex,
     pub event_id: String,
     pub provider_id: String,
-    pub provider_role: String,
-    pub instrument: String,
+    pub provider_role: Label,
+    pub instrument: Label,
     pub reference_number: String,
     pub approval_code: String,
     pub provider_reference: String,
@@ -122,7 +122,7 @@ pub struct NoncashRow {
     pub nmid: String,
     pub merchant_ref: String,
     pub mcc: String,
-    pub sector: String,
+    pub sector: Label,
     pub merchant_name: String,
     pub region_code: String,
     pub province_code: String,
@@ -130,8 +130,8 @@ pub struct NoncashRow {
     pub kecamatan_code: String,
     pub amount_idr: i64,
     pub amount_minor: u8,
-    pub currency: String,
-    pub status: String,
+    pub currency: Label,
+    pub status: Label,
     pub event_time: u32,
     pub event_time_ms: i64,
     pub event_date: u16,
@@ -291,8 +291,8 @@ impl Noncash {
             nmid_ref(&nmid)
         };
         let row = NoncashRow {
-            dedup_key: dedup_key.hex(),
-            payment_key: payment_key.hex(),
+            dedup_key: dedup_key.hex_inline(),
+            payment_key: payment_key.hex_inline(),
             provider_role: e.provider_role.as_str().into(),
             instrument: e.instrument.as_str().into(),
             approval_code: opt(e.approval_code),

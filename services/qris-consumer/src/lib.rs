@@ -9,8 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 use umkm_core::Invalid;
-use umkm_core::dedup::Key;
-use umkm_core::fields::{all_digits, check_event_id, check_message_key, is_nmid, opt, trimmed};
+use umkm_core::dedup::{Key, KeyHex};
+use umkm_core::fields::{
+    Label, all_digits, check_event_id, check_message_key, is_nmid, opt, trimmed,
+};
 pub use umkm_core::payment::PaymentStatus;
 use umkm_core::payment::{CommonChecked, CommonFields, check_common};
 use umkm_core::pii::PiiHasher;
@@ -77,11 +79,11 @@ pub struct QrisPayment {
 /// One row of `qris_payments` (schemas/clickhouse/0001_qris_payments.sql), column for column.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row)]
 pub struct QrisRow {
-    pub dedup_key: String,
-    pub payment_key: String,
+    pub dedup_key: KeyHex,
+    pub payment_key: KeyHex,
     pub event_id: String,
     pub provider_id: String,
-    pub provider_role: String,
+    pub provider_role: Label,
     pub rrn: String,
     pub issuer_reference: String,
     pub acquirer_reference: String,
@@ -91,8 +93,8 @@ pub struct QrisRow {
     pub nmid: String,
     pub merchant_pan: String,
     pub mcc: String,
-    pub sector: String,
-    pub merchant_criteria: String,
+    pub sector: Label,
+    pub merchant_criteria: Label,
     pub merchant_name: String,
     pub merchant_city: String,
     pub merchant_postal_code: String,
@@ -100,11 +102,11 @@ pub struct QrisRow {
     pub province_code: String,
     pub kab_kota_code: String,
     pub kecamatan_code: String,
-    pub qr_mode: String,
+    pub qr_mode: Label,
     pub amount_idr: i64,
     pub amount_minor: u8,
-    pub currency: String,
-    pub status: String,
+    pub currency: Label,
+    pub status: Label,
     pub event_time: u32,
     pub event_time_ms: i64,
     pub event_date: u16,
@@ -228,8 +230,8 @@ impl Qris {
             ProviderRole::Issuer => 1,
         };
         let row = QrisRow {
-            dedup_key: dedup_key.hex(),
-            payment_key: payment_key.hex(),
+            dedup_key: dedup_key.hex_inline(),
+            payment_key: payment_key.hex_inline(),
             provider_role: match e.provider_role {
                 ProviderRole::Issuer => "issuer",
                 ProviderRole::Acquirer => "acquirer",
