@@ -187,6 +187,20 @@ pub fn broker_ceiling(env: &Env, p: &Published) -> Result<(f64, Option<StackCpu>
     Ok((secs, stack_cpu().zip(stack0).map(|(b, a)| b.since(a))))
 }
 
+/// Fails unless `database.qris_payments` holds exactly `unique` rows (what the model produced).
+async fn ensure_landed(env: &Env, database: &str, unique: u64, who: &str) -> Result<()> {
+    let rows = ch_u64(
+        env,
+        &format!("SELECT count() FROM `{database}`.qris_payments"),
+    )
+    .await?;
+    ensure!(
+        rows == unique,
+        "{who} landed {rows} rows, the model produced {unique} unique payments"
+    );
+    Ok(())
+}
+
 /// Peak resident set (VmHWM) of a process, KiB.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -359,16 +373,7 @@ pub async fn e2e(env: &Env, p: &Published, extra: &[(String, String)]) -> Result
         let cpu = cpu_seconds_of(pid).unwrap_or(0.0) - cpu0;
         let stack = stack_cpu().zip(stack0).map(|(b, a)| b.since(a));
         peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
-        let rows = ch_u64(
-            env,
-            &format!("SELECT count() FROM `{}`.qris_payments", s.database),
-        )
-        .await?;
-        ensure!(
-            rows == p.unique_rows,
-            "end to end landed {rows} rows, the model produced {} unique payments",
-            p.unique_rows
-        );
+        ensure_landed(env, &s.database, p.unique_rows, "end to end").await?;
         Ok(E2eRun {
             secs,
             cpu_us_per_event: cpu / p.events as f64 * 1e6,
@@ -643,11 +648,7 @@ pub async fn latency(
         }
         lat.sort_by(f64::total_cmp);
         let q = |x: f64| lat[((lat.len() as f64 * x).ceil() as usize).clamp(1, lat.len()) - 1];
-        let rows = ch_u64(env, &format!("SELECT count() FROM `{db}`.qris_payments")).await?;
-        ensure!(
-            rows == n as u64,
-            "latency: {rows} rows landed for {n} unique payments"
-        );
+        ensure_landed(env, &db, n as u64, "latency").await?;
         Ok(Latency {
             rate: n as f64 / publish_secs,
             sent: n,
@@ -750,16 +751,7 @@ pub async fn baseline(
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
     let secs = r["seconds"].as_f64().context("report: seconds")?;
     let cpu_total = r["cpu_seconds"].as_f64().unwrap_or(cpu);
-    let rows = ch_u64(
-        env,
-        &format!("SELECT count() FROM `{}`.qris_payments", s.database),
-    )
-    .await?;
-    ensure!(
-        rows == p.unique_rows,
-        "the baseline landed {rows} rows, the model produced {} unique payments",
-        p.unique_rows
-    );
+    ensure_landed(env, &s.database, p.unique_rows, "the baseline").await?;
     drop_database(env, &s.database).await?;
     Ok(BaselineRun {
         secs,
