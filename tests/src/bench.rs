@@ -78,44 +78,9 @@ fn bulk_producer(env: &Env, linger_ms: u32) -> Result<FutureProducer> {
 /// Publishes every message (keyed, so partitioned by NMID as publishers must) and returns the
 /// partition ends from the delivery reports.
 pub async fn publish_all(env: &Env, topic: &str, msgs: &[(Vec<u8>, Vec<u8>)]) -> Result<Ends> {
-    let p = bulk_producer(env, 20)?;
     let mut ends = Ends::new();
-    let mut pending = std::collections::VecDeque::new();
-    for (k, v) in msgs {
-        let mut rec: FutureRecord<'_, Vec<u8>, Vec<u8>> = FutureRecord::to(topic).key(k).payload(v);
-        loop {
-            match p.send_result(rec) {
-                Ok(f) => {
-                    pending.push_back(f);
-                    break;
-                }
-                Err((_, r)) => {
-                    rec = r;
-                    // Queue full: wait for the oldest half in flight.
-                    let n = pending.len().div_ceil(2).max(1);
-                    for f in pending.drain(..n.min(pending.len())) {
-                        let (part, off) = {
-                            let d = f.await?.map_err(|(e, _)| e)?;
-                            (d.partition, d.offset)
-                        };
-                        let end = ends.entry(part).or_insert(0);
-                        *end = (*end).max(off + 1);
-                    }
-                    if pending.is_empty() {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-            }
-        }
-    }
-    for f in pending {
-        let (part, off) = {
-            let d = f.await?.map_err(|(e, _)| e)?;
-            (d.partition, d.offset)
-        };
-        let end = ends.entry(part).or_insert(0);
-        *end = (*end).max(off + 1);
-    }
+    let msgs = msgs.iter().map(|(k, v)| (Some(k.as_slice()), v.as_slice()));
+    crate::publish_via(&bulk_producer(env, 20)?, topic, msgs, &mut ends).await?;
     Ok(ends)
 }
 
@@ -507,6 +472,25 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// The highest landed source offset per partition of `database.qris_payments`.
+async fn landed_offsets(env: &Env, database: &str) -> Result<BTreeMap<i32, i64>> {
+    let text = ch(
+        env,
+        &format!(
+            "SELECT source_partition, max(source_offset) FROM `{database}`.qris_payments \
+             GROUP BY source_partition FORMAT TabSeparated"
+        ),
+    )
+    .await?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_once('\t')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect())
+}
+
 /// Publish → row visible latencies at a fixed rate.
 pub struct Latency {
     pub rate: f64,
@@ -557,19 +541,9 @@ pub async fn latency(
         let (env2, db, stop2) = (env.clone(), s.database.clone(), stop.clone());
         let poller = tokio::spawn(async move {
             let mut snaps: Vec<(Instant, BTreeMap<i32, i64>)> = Vec::new();
-            let sql = format!(
-                "SELECT source_partition, max(source_offset) FROM `{db}`.qris_payments GROUP BY source_partition FORMAT TabSeparated"
-            );
             while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
                 let t = Instant::now();
-                if let Ok(text) = ch(&env2, &sql).await {
-                    let m: BTreeMap<i32, i64> = text
-                        .lines()
-                        .filter_map(|l| {
-                            let (a, b) = l.split_once('\t')?;
-                            Some((a.parse().ok()?, b.parse().ok()?))
-                        })
-                        .collect();
+                if let Ok(m) = landed_offsets(&env2, &db).await {
                     snaps.push((t, m));
                 }
                 tokio::time::sleep_until((t + Duration::from_millis(poll_ms)).into()).await;
@@ -597,9 +571,9 @@ pub async fn latency(
         let mut ends = Ends::new();
         for (t, f) in pending {
             let (part, off) = {
-                        let d = f.await?.map_err(|(e, _)| e)?;
-                        (d.partition, d.offset)
-                    };
+                let d = f.await?.map_err(|(e, _)| e)?;
+                (d.partition, d.offset)
+            };
             sent.push((t, part, off));
             let end = ends.entry(part).or_insert(0);
             *end = (*end).max(off + 1);
@@ -608,20 +582,7 @@ pub async fn latency(
         let db = s.database.clone();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let text = ch(
-                env,
-                &format!(
-                    "SELECT source_partition, max(source_offset) FROM `{db}`.qris_payments GROUP BY source_partition FORMAT TabSeparated"
-                ),
-            )
-            .await?;
-            let m: BTreeMap<i32, i64> = text
-                .lines()
-                .filter_map(|l| {
-                    let (a, b) = l.split_once('\t')?;
-                    Some((a.parse().ok()?, b.parse().ok()?))
-                })
-                .collect();
+            let m = landed_offsets(env, &db).await?;
             if last.iter().all(|(p, e)| m.get(p).copied() >= Some(e - 1)) {
                 break;
             }

@@ -100,41 +100,61 @@ pub async fn publish_tracked(
     msgs: &[(Option<Vec<u8>>, Vec<u8>)],
     ends: &mut Ends,
 ) -> Result<()> {
-    let p = producer(env)?;
-    let mut pending = Vec::with_capacity(msgs.len());
+    let msgs = msgs.iter().map(|(k, v)| (k.as_deref(), v.as_slice()));
+    publish_via(&producer(env)?, topic, msgs, ends).await
+}
+
+/// Publishes every message through `p`, waits for all acknowledgements and records partition
+/// ends in `ends`. When the producer's local queue is full, it waits for the oldest half of what
+/// is in flight and tries again; any other error fails.
+pub async fn publish_via<'a>(
+    p: &FutureProducer,
+    topic: &str,
+    msgs: impl IntoIterator<Item = (Option<&'a [u8]>, &'a [u8])>,
+    ends: &mut Ends,
+) -> Result<()> {
+    let mut pending = std::collections::VecDeque::new();
     for (k, v) in msgs {
-        let mut rec: FutureRecord<'_, Vec<u8>, Vec<u8>> = FutureRecord::to(topic).payload(v);
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(v);
         if let Some(k) = k {
             rec = rec.key(k);
         }
         loop {
             match p.send_result(rec) {
                 Ok(f) => {
-                    pending.push(f);
+                    pending.push_back(f);
                     break;
                 }
-                Err((e, r)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
                     rec = r;
-                    if pending.len() > 1000 {
-                        // queue full: drain what is in flight
-                        for f in pending.drain(..) {
-                            let d = f.await?.map_err(|(e, _)| e)?;
-                            let end = ends.entry(d.partition).or_insert(0);
-                            *end = (*end).max(d.offset + 1);
-                        }
-                    } else {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    let n = pending.len().div_ceil(2);
+                    for f in pending.drain(..n) {
+                        record_end(ends, f).await?;
                     }
-                    let _ = e;
+                    if n == 0 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                 }
+                Err((e, _)) => bail!("publish to {topic}: {e}"),
             }
         }
     }
     for f in pending {
-        let d = f.await?.map_err(|(e, _)| e)?;
-        let end = ends.entry(d.partition).or_insert(0);
-        *end = (*end).max(d.offset + 1);
+        record_end(ends, f).await?;
     }
+    Ok(())
+}
+
+/// Waits for one acknowledgement and moves its partition's end past it.
+async fn record_end(ends: &mut Ends, f: rdkafka::producer::DeliveryFuture) -> Result<()> {
+    let d = f.await?.map_err(|(e, _)| e)?;
+    let end = ends.entry(d.partition).or_insert(0);
+    *end = (*end).max(d.offset + 1);
     Ok(())
 }
 
