@@ -196,7 +196,7 @@ def main():
     pii_key = os.environ["UMKM_PII_HASH_KEY"].encode()
     with open(a.schema) as f:
         reader = fastavro.parse_schema(json.load(f))
-    writers = {1: reader}  # schema id 1 is the pinned v1 (schemas/avro/registry.json)
+    writers = {1: reader}  # schema id 1 is revision 1 of the contract (schemas/avro/registry.json), what the bench publishes
     qris = Qris(a.reference_dir, pii_key)
     host, port = a.clickhouse.rsplit(":", 1)
     ch = Client(host=host, port=int(port), database=a.database)

@@ -9,13 +9,18 @@ import urllib.request
 
 REGISTRY = os.environ.get("SCHEMA_REGISTRY_URL", "http://schema-registry:8081")
 SCHEMAS = os.environ.get("SCHEMAS_DIR", "/schemas/avro")
-SUBJECTS = {
-    "payments.qris.v1-value": "qris_payment.avsc",
-    "payments.noncash.v1-value": "noncash_payment.avsc",
-    "merchants.registry.v1-value": "merchant_event.avsc",
-}
+# In this order, so that a fresh registry assigns the ids of schemas/avro/registry.json: revision 1
+# of the payment contracts (1, 2), the merchant contract (3), then revision 2 of the payment
+# contracts (4, 5) as the subjects' next versions (backward compatible: optional fields only).
+SUBJECTS = [
+    ("payments.qris.v1-value", "qris_payment.rev1.avsc"),
+    ("payments.noncash.v1-value", "noncash_payment.rev1.avsc"),
+    ("merchants.registry.v1-value", "merchant_event.avsc"),
+    ("payments.qris.v1-value", "qris_payment.avsc"),
+    ("payments.noncash.v1-value", "noncash_payment.avsc"),
+]
 
-for subject, file in SUBJECTS.items():
+for subject, file in SUBJECTS:
     body = json.dumps({"schemaType": "AVRO", "schema": open(os.path.join(SCHEMAS, file)).read()}).encode()
     for attempt in range(30):
         try:

@@ -656,6 +656,12 @@ impl Stream {
                 status,
                 event_time: t,
                 payer_id: Some(format!("08{:010}", rng.random_range(0..10_000_000_000u64))),
+                original_rrn: None,
+                original_reference_no: None,
+                original_partner_reference_no: None,
+                original_event_time: None,
+                refund_reference: None,
+                refund_amount: None,
             };
             let key = nmid.into_bytes();
             msgs.push(Msg {
@@ -722,6 +728,12 @@ impl Stream {
                     rng.random_range(400_000..560_000),
                     rng.random_range(0..10_000)
                 )),
+                original_reference_number: None,
+                original_reference_no: None,
+                original_partner_reference_no: None,
+                original_event_time: None,
+                refund_reference: None,
+                refund_amount: None,
             };
             let key = format!("{acquirer}:{mid}").into_bytes();
             msgs.push(Msg {

@@ -334,29 +334,31 @@ impl ConsumerSetup {
         Self::prepare_for(QRIS, name)
     }
 
-    /// Fresh names for `service`, and a file registry holding every contract: ids 1 (QRIS v1),
-    /// 2 (non-cash v1), 3 (merchant v1) as in `schemas/avro/registry.json`, and 12 (the QRIS v2
-    /// test fixture).
+    /// Fresh names for `service`, and a file registry holding every contract as in
+    /// `schemas/avro/registry.json` (1, 2: QRIS and non-cash revision 1; 3: merchants; 4, 5: QRIS
+    /// and non-cash revision 2), and 12 (the QRIS v2 test fixture).
     pub fn prepare_for(service: (&'static str, &str), name: &str) -> Result<ConsumerSetup> {
         let id = unique(name);
         let work_dir = std::env::temp_dir().join(&id);
         let registry_dir = work_dir.join("registry");
         std::fs::create_dir_all(&registry_dir)?;
         let root = repo_root();
-        std::fs::copy(
-            root.join("schemas/avro/qris_payment.avsc"),
-            registry_dir.join("qris_payment.avsc"),
-        )?;
+        for f in [
+            "qris_payment.rev1.avsc",
+            "noncash_payment.rev1.avsc",
+            "qris_payment.avsc",
+            "noncash_payment.avsc",
+            "merchant_event.avsc",
+        ] {
+            std::fs::copy(root.join("schemas/avro").join(f), registry_dir.join(f))?;
+        }
         std::fs::copy(
             root.join("tests/fixtures/qris_payment_v2.avsc"),
             registry_dir.join("qris_payment_v2.avsc"),
         )?;
-        for f in ["noncash_payment.avsc", "merchant_event.avsc"] {
-            std::fs::copy(root.join("schemas/avro").join(f), registry_dir.join(f))?;
-        }
         std::fs::write(
             registry_dir.join("registry.json"),
-            r#"{"1": "qris_payment.avsc", "2": "noncash_payment.avsc", "3": "merchant_event.avsc", "12": "qris_payment_v2.avsc"}"#,
+            r#"{"1": "qris_payment.rev1.avsc", "2": "noncash_payment.rev1.avsc", "3": "merchant_event.avsc", "4": "qris_payment.avsc", "5": "noncash_payment.avsc", "12": "qris_payment_v2.avsc"}"#,
         )?;
         let s = ConsumerSetup {
             service: service.0,

@@ -10,7 +10,7 @@ use umkm_core::avro::encode;
 
 use crate::traffic::{Plan, garbage, kecamatan_codes, log_normal_amount, now_ms};
 
-pub const SCHEMA: &str = include_str!("../../schemas/avro/noncash_payment.avsc");
+pub const SCHEMA: &str = include_str!("../../schemas/avro/noncash_payment.rev1.avsc");
 /// Registry id of the non-cash v1 contract (schemas/avro/registry.json).
 pub const SCHEMA_ID: u32 = 2;
 
@@ -126,6 +126,12 @@ pub fn payment(m: &CardMerchant, reference: String, rng: &mut StdRng, now: i64) 
             rng.random_range(400_000..560_000),
             rng.random_range(0..10_000)
         )),
+        original_reference_number: None,
+        original_reference_no: None,
+        original_partner_reference_no: None,
+        original_event_time: None,
+        refund_reference: None,
+        refund_amount: None,
     }
 }
 

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use umkm_core::avro::encode;
 
-pub const V1: &str = include_str!("../../schemas/avro/qris_payment.avsc");
+pub const V1: &str = include_str!("../../schemas/avro/qris_payment.rev1.avsc");
 pub const V2: &str = include_str!("../fixtures/qris_payment_v2.avsc");
 /// Registry id of the v2 fixture in the tests' file registry.
 pub const V2_ID: u32 = 12;
@@ -165,6 +165,12 @@ pub fn payment(m: &Merchant, rrn: String, rng: &mut StdRng, now: i64) -> QrisPay
         status,
         event_time: now - rng.random_range(60_000..30 * 86_400_000),
         payer_id: Some(format!("08{:010}", rng.random_range(0..10_000_000_000u64))),
+        original_rrn: None,
+        original_reference_no: None,
+        original_partner_reference_no: None,
+        original_event_time: None,
+        refund_reference: None,
+        refund_amount: None,
     }
 }
 

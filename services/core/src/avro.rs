@@ -9,8 +9,11 @@
 //! Fast path: when a writer schema has the same Parsing Canonical Form as the reader schema (the
 //! usual case: publishers on the current contract), there is nothing to resolve, and the datum is
 //! deserialized straight from the bytes into the event type (apache-avro's schema-aware serde
-//! deserializer) instead of through a `Value` tree. Other writers (older or newer versions) go
-//! through the resolving reader. docs/benchmarks.md has the measured difference.
+//! deserializer) instead of through a `Value` tree. The same holds for a writer on an earlier
+//! revision of the contract whose fields are the reader's first fields, when every later reader
+//! field is optional with a `null` default (revision 1 of the payment contracts against
+//! revision 2): the missing fields deserialize as `None`. Other writers go through the resolving
+//! reader. docs/benchmarks.md has the measured difference.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -95,7 +98,9 @@ impl Decoder {
             .reader_schema(self.reader_schema)
             .build()
             .map_err(incompatible)?;
-        let direct = if writer.canonical_form() == self.reader_schema.canonical_form() {
+        let direct = if writer.canonical_form() == self.reader_schema.canonical_form()
+            || is_earlier_revision(writer, self.reader_schema)
+        {
             Some(
                 GenericDatumReader::builder(writer)
                     .build()
@@ -144,6 +149,24 @@ impl Decoder {
     }
 }
 
+/// Whether `writer` is `reader` without its trailing optional fields: the same record with the
+/// reader's first fields (same names and schemas, in order), every later reader field
+/// defaulting to `null`. Such a datum deserializes straight into the reader's type.
+fn is_earlier_revision(writer: &Schema, reader: &Schema) -> bool {
+    let (Schema::Record(w), Schema::Record(r)) = (writer, reader) else {
+        return false;
+    };
+    w.name == r.name
+        && w.fields.len() < r.fields.len()
+        && w.fields
+            .iter()
+            .zip(&r.fields)
+            .all(|(a, b)| a.name == b.name && a.schema == b.schema)
+        && r.fields[w.fields.len()..]
+            .iter()
+            .all(|f| f.default == Some(serde_json::Value::Null))
+}
+
 /// A datum read by a reader of schema `id`: its error as [`DecodeError::Datum`], and an error
 /// too when bytes are left after it.
 fn datum<V>(id: u32, read: apache_avro::AvroResult<V>, rest: &[u8]) -> Result<V, DecodeError> {
@@ -171,4 +194,60 @@ pub fn encode<T: serde::Serialize>(
         .build()?
         .write_value_to_vec(v)?;
     Ok(wire::frame(schema_id, &datum))
+}
+
+#[cfg(test)]
+mod revision_tests {
+    use super::*;
+
+    const REV1: &str = r#"{"type": "record", "name": "P", "fields": [
+        {"name": "a", "type": "string"},
+        {"name": "b", "type": ["null", "string"], "default": null}]}"#;
+    const REV2: &str = r#"{"type": "record", "name": "P", "fields": [
+        {"name": "a", "type": "string"},
+        {"name": "b", "type": ["null", "string"], "default": null},
+        {"name": "c", "type": ["null", "long"], "default": null}]}"#;
+    const REORDERED: &str = r#"{"type": "record", "name": "P", "fields": [
+        {"name": "b", "type": ["null", "string"], "default": null},
+        {"name": "a", "type": "string"}]}"#;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct P {
+        a: String,
+        b: Option<String>,
+        #[serde(default)]
+        c: Option<i64>,
+    }
+
+    #[test]
+    fn an_earlier_revision_takes_the_direct_path_and_decodes() {
+        let (r1, r2) = (
+            Schema::parse_str(REV1).unwrap(),
+            Schema::parse_str(REV2).unwrap(),
+        );
+        assert!(is_earlier_revision(&r1, &r2));
+        assert!(!is_earlier_revision(&r2, &r1));
+        assert!(!is_earlier_revision(&r2, &r2));
+        assert!(!is_earlier_revision(
+            &Schema::parse_str(REORDERED).unwrap(),
+            &r2
+        ));
+        let mut d = Decoder::new(REV2).unwrap();
+        d.register(1, REV1).unwrap();
+        d.register(2, REORDERED).unwrap();
+        assert!(d.entries[&1].direct.is_some());
+        assert!(d.entries[&2].direct.is_none());
+        let old = P {
+            a: "x".into(),
+            b: Some("y".into()),
+            c: None,
+        };
+        let bytes = encode(&r1, 1, &old).unwrap();
+        assert_eq!(d.decode::<P>(&bytes).unwrap(), old);
+        let bytes = encode(&Schema::parse_str(REORDERED).unwrap(), 2, &old).unwrap();
+        assert_eq!(d.decode::<P>(&bytes).unwrap(), old);
+        let new = P { c: Some(7), ..old };
+        d.register(3, REV2).unwrap();
+        assert_eq!(d.decode::<P>(&encode(&r2, 3, &new).unwrap()).unwrap(), new);
+    }
 }

@@ -113,6 +113,10 @@ impl<'de> serde::Deserialize<'de> for KeyHex {
 #[derive(Debug, Clone)]
 pub struct Candidate<R> {
     pub key: Key,
+    /// The same fact's key on the neighbouring WIB date, with that date, when the report lies
+    /// within the midnight skew of a WIB midnight (README "Deduplication keys"): another party's
+    /// report of the payment, its clock a little off, may carry it.
+    pub alt: Option<(Key, u16)>,
     /// Higher wins within a batch (e.g. acquirer over issuer); ties go to the earlier message.
     pub priority: u8,
     pub partition: i32,
@@ -144,27 +148,66 @@ pub type KeyBuildHasher = std::hash::BuildHasherDefault<KeyHasher>;
 /// A set of dedup keys.
 pub type KeySet = std::collections::HashSet<Key, KeyBuildHasher>;
 
-/// Keeps one candidate per key: the highest priority, then the lowest (partition, offset).
-/// Returns the winners in arrival order and the number of duplicates dropped. Works in place:
-/// a batch is never copied (it can hold 100,000 rows).
+/// Keeps one candidate per fact: the highest priority, then the lowest (partition, offset).
+/// Two candidates are one fact when they share a key, or when both lie within the skew of one
+/// WIB midnight and each one's `alt` is the other's key (two parties' reports of one payment
+/// whose clocks put it on two dates). Returns the winners in arrival order and the number of
+/// duplicates dropped. Works in place: a batch is never copied (it can hold 100,000 rows).
 pub fn resolve_in_batch<R>(mut candidates: Vec<Candidate<R>>) -> (Vec<Candidate<R>>, usize) {
     use std::collections::HashMap;
     let total = candidates.len();
-    let mut best: HashMap<Key, usize, KeyBuildHasher> =
+    // Union-find over the candidates: `parent[i] == i` for a group's root; `best[root]` is the
+    // group's winner so far.
+    let mut parent: Vec<usize> = (0..total).collect();
+    let mut best: Vec<usize> = (0..total).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let union = |parent: &mut Vec<usize>, best: &mut Vec<usize>, a: usize, b: usize| {
+        let (ra, rb) = (root(parent, a), root(parent, b));
+        if ra == rb {
+            return;
+        }
+        let (wa, wb) = (best[ra], best[rb]);
+        // The higher priority wins; between equals the earlier message (lower index).
+        let w = match candidates[wa].priority.cmp(&candidates[wb].priority) {
+            std::cmp::Ordering::Greater => wa,
+            std::cmp::Ordering::Less => wb,
+            std::cmp::Ordering::Equal => wa.min(wb),
+        };
+        parent[rb] = ra;
+        best[ra] = w;
+    };
+    let mut by_key: HashMap<Key, usize, KeyBuildHasher> =
         HashMap::with_capacity_and_hasher(total, KeyBuildHasher::default());
+    // Near-midnight candidates by their own key, for the others' `alt` to find.
+    let mut near: HashMap<Key, usize, KeyBuildHasher> = HashMap::default();
     for (i, c) in candidates.iter().enumerate() {
-        match best.get(&c.key) {
-            Some(&j) if candidates[j].priority >= c.priority => {}
-            _ => {
-                best.insert(c.key, i);
+        let (key, alt) = (c.key, c.alt);
+        match by_key.get(&key) {
+            Some(&j) => union(&mut parent, &mut best, j, i),
+            None => {
+                by_key.insert(key, i);
             }
         }
+        if let Some((alt_key, _)) = alt {
+            if let Some(&j) = near.get(&alt_key) {
+                union(&mut parent, &mut best, j, i);
+            }
+            near.entry(key).or_insert(i);
+        }
     }
+    drop((by_key, near));
     let mut keep = vec![false; total];
-    for &i in best.values() {
-        keep[i] = true;
+    for i in 0..total {
+        if parent[i] == i {
+            keep[best[i]] = true;
+        }
     }
-    drop(best);
     let mut i = 0;
     candidates.retain(|_| {
         i += 1;
@@ -181,6 +224,7 @@ mod tests {
     fn c(key: u128, priority: u8, offset: i64) -> Candidate<&'static str> {
         Candidate {
             key: Key(key),
+            alt: None,
             priority,
             partition: 0,
             offset,
@@ -212,5 +256,31 @@ mod tests {
         assert_eq!(d, 2);
         let got: Vec<(u128, i64)> = w.iter().map(|c| (c.key.0, c.offset)).collect();
         assert_eq!(got, vec![(1, 11), (2, 13)]);
+    }
+
+    fn near(key: u128, alt: u128, priority: u8, offset: i64) -> Candidate<&'static str> {
+        Candidate {
+            alt: Some((Key(alt), 0)),
+            ..c(key, priority, offset)
+        }
+    }
+
+    #[test]
+    fn reports_on_either_side_of_midnight_are_one_fact() {
+        // Issuer at 23:59:59 (key 10, alt 20) and acquirer at 00:00:01 (key 20, alt 10).
+        let (w, d) = resolve_in_batch(vec![near(10, 20, 1, 1), near(20, 10, 2, 2)]);
+        assert_eq!((d, w.len(), w[0].offset), (1, 1, 2));
+        // Either order.
+        let (w, d) = resolve_in_batch(vec![near(20, 10, 2, 1), near(10, 20, 1, 2)]);
+        assert_eq!((d, w[0].offset), (1, 1));
+        // A report far from midnight that happens to carry the neighbour's key is not it.
+        let (w, d) = resolve_in_batch(vec![near(10, 20, 1, 1), c(20, 2, 2)]);
+        assert_eq!((d, w.len()), (0, 2));
+        // Three reports of one payment: a far one sharing the near one's key joins its group.
+        let (w, d) = resolve_in_batch(vec![c(10, 1, 1), near(20, 10, 1, 2), near(10, 20, 2, 3)]);
+        assert_eq!((d, w.len(), w[0].offset), (2, 1, 3));
+        // Unrelated near-midnight facts stay apart.
+        let (w, d) = resolve_in_batch(vec![near(10, 20, 1, 1), near(30, 40, 1, 2)]);
+        assert_eq!((d, w.len()), (0, 2));
     }
 }

@@ -65,9 +65,12 @@ impl Snapshot {
         };
         format!(
             "INSERT INTO {db}.{t}_next ({p}, {GROUP}, success_count, success_value_idr, \
-             refund_count, refund_value_idr, cancelled_count, failed_count, refreshed_at) \
-             SELECT {p}, {GROUP}, sum(success_count), sum(success_value_idr), sum(refund_count), \
-             sum(refund_value_idr), sum(cancelled_count), sum(failed_count), now() \
+             undone_count, undone_value_idr, net_count, net_value_idr, refund_count, \
+             refund_value_idr, unlinked_refund_count, cancelled_count, failed_count, refreshed_at) \
+             SELECT {p}, {GROUP}, sum(success_count), sum(success_value_idr), sum(undone_count), \
+             sum(undone_value_idr), sum(net_count), sum(net_value_idr), sum(refund_count), \
+             sum(refund_value_idr), sum(unlinked_refund_count), sum(cancelled_count), \
+             sum(failed_count), now() \
              FROM {db}.{src}{window} GROUP BY {p}, {GROUP}"
         )
     }

@@ -48,7 +48,32 @@ pub const ALL: &[Migration] = &[
     migration!(14, "0014_adoption_daily_snapshot"),
     migration!(15, "0015_column_docs"),
     migration!(16, "0016_ticket_rollup"),
+    migration!(17, "0017_refund_links"),
+    migration!(18, "0018_net_metrics"),
 ];
+
+/// ClickHouse's error code for "column with this name already exists".
+pub const COLUMN_EXISTS: i32 = 44;
+
+/// Whether `stmt` adds one column (`ALTER TABLE … ADD COLUMN …`). ClickHouse 18.16 has no
+/// `ADD COLUMN IF NOT EXISTS`, so the runner treats [`COLUMN_EXISTS`] from such a statement as
+/// already applied: a migration interrupted halfway completes on the next run.
+pub fn is_add_column(stmt: &str) -> bool {
+    // Outside string literals (a COMMENT may say anything).
+    let mut code = String::with_capacity(stmt.len());
+    let mut quoted = false;
+    let mut escaped = false;
+    for ch in stmt.chars() {
+        match (quoted, escaped, ch) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (_, _, '\'') => quoted = !quoted,
+            (false, _, c) => code.push(c.to_ascii_uppercase()),
+            _ => {}
+        }
+    }
+    code.trim_start().starts_with("ALTER TABLE") && code.matches("ADD COLUMN").count() == 1
+}
 
 /// Creates the database and the migrations ledger; run before any migration.
 pub const BOOTSTRAP: &[&str] = &[
@@ -170,6 +195,20 @@ mod tests {
         );
         assert!(cluster[0].contains("ON CLUSTER c1"));
         assert!(cluster[0].contains("ReplicatedMergeTree"));
+    }
+
+    #[test]
+    fn add_column_statements_are_recognised() {
+        assert!(is_add_column(
+            "ALTER TABLE d.t ADD COLUMN x String COMMENT 'add column'"
+        ));
+        assert!(is_add_column(
+            "alter table d.t on cluster c add column x Int64"
+        ));
+        assert!(!is_add_column(
+            "ALTER TABLE d.t ADD COLUMN x Int64, ADD COLUMN y Int64"
+        ));
+        assert!(!is_add_column("CREATE TABLE d.t (x Int64)"));
     }
 
     #[test]

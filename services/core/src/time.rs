@@ -52,6 +52,34 @@ impl EventTime {
     }
 }
 
+/// Default bound on how far apart two parties' clocks may report one payment (README
+/// "Deduplication keys": reports within this of the same WIB midnight are one payment).
+pub const DEFAULT_MIDNIGHT_SKEW_MS: i64 = 5 * 60 * 1000;
+
+const DAY_MS: i64 = 86_400_000;
+
+impl EventTime {
+    /// The neighbouring WIB date when this time lies within `skew_ms` of a WIB midnight: the
+    /// previous date just after 00:00 WIB, the next one just before. Another party's report of
+    /// the same payment may carry that date (its clock differs by up to the skew).
+    pub fn midnight_neighbour(self, skew_ms: i64) -> Option<NaiveDate> {
+        let into_day = (self.utc_ms + WIB_OFFSET_SECS * 1000).rem_euclid(DAY_MS);
+        let date = self.wib_date();
+        if into_day < skew_ms {
+            date.pred_opt()
+        } else if DAY_MS - into_day <= skew_ms {
+            date.succ_opt()
+        } else {
+            None
+        }
+    }
+}
+
+/// 00:00 WIB at the start of a ClickHouse `Date` (days since 1970-01-01), in UTC seconds.
+pub fn wib_midnight_utc_secs(days: u16) -> i64 {
+    i64::from(days) * 86_400 - WIB_OFFSET_SECS
+}
+
 /// Days since 1970-01-01, ClickHouse's `Date` representation.
 pub fn days_since_epoch(d: NaiveDate) -> u16 {
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
@@ -123,6 +151,29 @@ mod tests {
         assert_eq!(t.wib_date(), NaiveDate::from_ymd_opt(2025, 6, 2).unwrap());
         assert_eq!(t.utc_secs(), 1_748_797_200);
         assert_eq!(days_since_epoch(t.wib_date()), 20_241);
+    }
+
+    #[test]
+    fn midnight_neighbour_within_the_skew_only() {
+        let midnight = 1_748_797_200_000; // 2025-06-02T00:00:00+07:00
+        let skew = 300_000;
+        let at = |ms| EventTime { utc_ms: ms };
+        let june = |d| NaiveDate::from_ymd_opt(2025, 6, d).unwrap();
+        assert_eq!(at(midnight - 1).midnight_neighbour(skew), Some(june(2)));
+        assert_eq!(at(midnight - skew).midnight_neighbour(skew), Some(june(2)));
+        assert_eq!(at(midnight - skew - 1).midnight_neighbour(skew), None);
+        assert_eq!(at(midnight).midnight_neighbour(skew), Some(june(1)));
+        assert_eq!(
+            at(midnight + skew - 1).midnight_neighbour(skew),
+            Some(june(1))
+        );
+        assert_eq!(at(midnight + skew).midnight_neighbour(skew), None);
+        assert_eq!(at(midnight + 43_200_000).midnight_neighbour(skew), None);
+        assert_eq!(at(midnight).midnight_neighbour(0), None);
+        assert_eq!(
+            wib_midnight_utc_secs(days_since_epoch(june(2))),
+            midnight / 1000
+        );
     }
 
     #[test]

@@ -325,6 +325,7 @@ impl Merchants {
         };
         Ok(Processed {
             key,
+            alt: None,
             priority: 0,
             event_date,
             row,

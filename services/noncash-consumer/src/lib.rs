@@ -2,22 +2,26 @@
 //! e-money, e-wallet, bank transfer, virtual account), its rules and the `noncash_payments`
 //! row. The shared runtime does the rest.
 //!
-//! Deduplication (README "Deduplication"): one row per payment and status. The payment is
-//! identified by (acquirer id, acquirer merchant id, reference number, amount in sen, WIB date):
-//! the issuer's, the acquirer's and a gateway's report of one payment, and any redelivery, share
-//! it. Within one batch the acquirer's report wins, then the gateway's, then the issuer's.
+//! Deduplication (README "Deduplication keys"): one row per payment and status (per refund for
+//! refunds). The payment is identified by (acquirer id, acquirer merchant id, reference number,
+//! amount in sen), with no date, so a later refund names the same `payment_key`; one fact is
+//! that plus status, refund reference and WIB date, with the neighbouring date's fact matched
+//! near a WIB midnight. The issuer's, the acquirer's and a gateway's report of one payment, and
+//! any redelivery, share the fact. Within one batch the acquirer's report wins, then the
+//! gateway's, then the issuer's.
 
 use serde::{Deserialize, Serialize};
 use umkm_core::Invalid;
-use umkm_core::dedup::{Key, KeyHex};
+use umkm_core::dedup::KeyHex;
 use umkm_core::fields::{
     Label, check_event_id, check_message_key, id_like, is_nmid, mid_ref, nmid_ref, opt, trimmed,
 };
 pub use umkm_core::payment::PaymentStatus;
-use umkm_core::payment::{CommonChecked, CommonFields, check_common};
+use umkm_core::payment::{
+    CommonChecked, CommonFields, UndoChecked, UndoFields, check_common, check_undo, report_keys,
+};
 use umkm_core::pii::PiiHasher;
 use umkm_core::reference;
-use umkm_core::time::days_since_epoch;
 use umkm_runtime::config::Validated;
 use umkm_runtime::family::{Family, MessageMeta, Processed};
 
@@ -75,7 +79,7 @@ impl Instrument {
     }
 }
 
-/// `schemas/avro/noncash_payment.avsc` v1, field for field.
+/// `schemas/avro/noncash_payment.avsc` (revision 2), field for field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NoncashPayment {
     pub event_id: String,
@@ -99,6 +103,18 @@ pub struct NoncashPayment {
     pub status: PaymentStatus,
     pub event_time: i64,
     pub masked_account: Option<String>,
+    #[serde(default)]
+    pub original_reference_number: Option<String>,
+    #[serde(default)]
+    pub original_reference_no: Option<String>,
+    #[serde(default)]
+    pub original_partner_reference_no: Option<String>,
+    #[serde(default)]
+    pub original_event_time: Option<i64>,
+    #[serde(default)]
+    pub refund_reference: Option<String>,
+    #[serde(default)]
+    pub refund_amount: Option<String>,
 }
 
 /// One row of `noncash_payments` (schemas/clickhouse/0006_noncash_payments.sql), column for
@@ -141,6 +157,12 @@ pub struct NoncashRow {
     pub source_partition: i32,
     pub source_offset: i64,
     pub ingested_at: u32,
+    pub payment_amount_idr: i64,
+    pub refund_reference: String,
+    pub original_reference: String,
+    pub original_reference_no: String,
+    pub original_partner_reference_no: String,
+    pub original_event_time_ms: i64,
 }
 
 /// The Kafka message key of a report: `<acquirer_id>:<merchant_id>`, so that every report of
@@ -149,39 +171,20 @@ pub fn message_key(acquirer_id: &str, merchant_id: &str) -> String {
     format!("{acquirer_id}:{merchant_id}")
 }
 
-/// Payment identity (without status) and dedup key (with status).
-pub fn keys(
-    acquirer_id: &str,
-    merchant_id: &str,
-    reference: &str,
-    amount_sen: i64,
-    wib_date: &str,
-    status: &str,
-) -> (Key, Key) {
-    let amount = amount_sen.to_string();
-    let id = [acquirer_id, merchant_id, reference, &amount, wib_date];
-    let payment = Key::of("noncash-payment-v1", &id);
-    let dedup = Key::of(
-        "noncash-v1",
-        &[
-            acquirer_id,
-            merchant_id,
-            reference,
-            &amount,
-            wib_date,
-            status,
-        ],
-    );
-    (payment, dedup)
-}
+/// Domain of the non-cash keys (`umkm_core::payment::report_keys`).
+pub const KEY_FAMILY: &str = "noncash";
 
 pub struct Noncash {
     hasher: PiiHasher,
+    midnight_skew_ms: i64,
 }
 
 impl Noncash {
-    pub fn new(hasher: PiiHasher) -> Self {
-        Self { hasher }
+    pub fn new(hasher: PiiHasher, midnight_skew_ms: i64) -> Self {
+        Self {
+            hasher,
+            midnight_skew_ms,
+        }
     }
 
     /// Every validation rule; returns all that fail.
@@ -194,7 +197,7 @@ impl Noncash {
         &self,
         e: &NoncashPayment,
         meta: &MessageMeta<'_>,
-    ) -> (Vec<Invalid>, Option<CommonChecked>) {
+    ) -> (Vec<Invalid>, Option<(CommonChecked, UndoChecked)>) {
         let mut bad = Vec::new();
         check_event_id(&e.event_id, &mut bad);
         if e.provider_id.trim().is_empty() {
@@ -255,7 +258,30 @@ impl Noncash {
             meta.now_ms,
             &mut bad,
         );
-        (bad, common)
+        if let Some(r) = &e.original_reference_number
+            && !id_like(r, 64)
+        {
+            bad.push(Invalid::new(
+                "reference_format",
+                format!(
+                    "original_reference_number {r:?} is not 1-64 characters of [A-Za-z0-9-_.:/]"
+                ),
+            ));
+        }
+        let undo = check_undo(
+            e.status,
+            common.as_ref().map(|c| c.amount),
+            e.event_time,
+            &UndoFields {
+                original_reference: e.original_reference_number.as_deref(),
+                original_event_time: e.original_event_time,
+                refund_reference: e.refund_reference.as_deref(),
+                refund_amount: e.refund_amount.as_deref(),
+            },
+            self.midnight_skew_ms,
+            &mut bad,
+        );
+        (bad, common.zip(undo))
     }
 
     pub fn normalise(
@@ -264,26 +290,39 @@ impl Noncash {
         meta: &MessageMeta<'_>,
     ) -> Result<Processed<NoncashRow>, Vec<Invalid>> {
         let (bad, common) = self.check(&e, meta);
-        let Some(CommonChecked {
-            region,
-            amount,
-            time: t,
-        }) = common.filter(|_| bad.is_empty())
+        let Some((
+            CommonChecked {
+                region,
+                amount,
+                time: t,
+            },
+            undo,
+        )) = common.filter(|_| bad.is_empty())
         else {
             return Err(bad);
         };
-        let date = t.wib_date();
-        let date_s = umkm_core::time::iso_date(date);
-        let status = e.status.as_str();
-        let (payment_key, dedup_key) = keys(
-            &e.acquirer_id,
-            &e.merchant_id,
-            &e.reference_number,
-            amount.total_sen(),
-            &date_s,
-            status,
+        let original_reference = opt(e.original_reference_number);
+        let refund_reference = opt(e.refund_reference);
+        let payment_reference = if original_reference.is_empty() {
+            e.reference_number.as_str()
+        } else {
+            original_reference.as_str()
+        };
+        let keys = report_keys(
+            KEY_FAMILY,
+            &[
+                &e.acquirer_id,
+                &e.merchant_id,
+                payment_reference,
+                &amount.total_sen().to_string(),
+            ],
+            e.status,
+            &refund_reference,
+            t,
+            self.midnight_skew_ms,
         );
-        let event_date = days_since_epoch(date);
+        let status = e.status.as_str();
+        let event_date = umkm_core::time::days_since_epoch(t.wib_date());
         let nmid = opt(e.nmid);
         let merchant_ref = if nmid.is_empty() {
             mid_ref(&e.acquirer_id, &e.merchant_id)
@@ -291,8 +330,8 @@ impl Noncash {
             nmid_ref(&nmid)
         };
         let row = NoncashRow {
-            dedup_key: dedup_key.hex_inline(),
-            payment_key: payment_key.hex_inline(),
+            dedup_key: keys.dedup.hex_inline(),
+            payment_key: keys.payment.hex_inline(),
             provider_role: e.provider_role.as_str().into(),
             instrument: e.instrument.as_str().into(),
             approval_code: opt(e.approval_code),
@@ -308,8 +347,14 @@ impl Noncash {
             province_code: region.province,
             kab_kota_code: region.kab_kota,
             kecamatan_code: region.kecamatan,
-            amount_idr: amount.whole,
-            amount_minor: amount.sen,
+            amount_idr: undo.fact_amount.whole,
+            amount_minor: undo.fact_amount.sen,
+            payment_amount_idr: amount.whole,
+            refund_reference,
+            original_reference,
+            original_reference_no: opt(e.original_reference_no),
+            original_partner_reference_no: opt(e.original_partner_reference_no),
+            original_event_time_ms: e.original_event_time.unwrap_or(0),
             currency: "IDR".into(),
             status: status.into(),
             event_time: t.utc_secs(),
@@ -334,7 +379,8 @@ impl Noncash {
             mcc: e.mcc,
         };
         Ok(Processed {
-            key: dedup_key,
+            key: keys.dedup,
+            alt: keys.alt,
             priority: e.provider_role.priority(),
             event_date,
             row,
@@ -352,7 +398,10 @@ impl Family for Noncash {
     const READER_SCHEMA: &'static str = READER_SCHEMA;
 
     fn build(v: &Validated) -> Result<Self, String> {
-        Ok(Self::new(PiiHasher::new(v.pii_key.0.as_bytes())?))
+        Ok(Self::new(
+            PiiHasher::new(v.pii_key.0.as_bytes())?,
+            v.s.dedup.midnight_skew_ms,
+        ))
     }
 
     fn process(

@@ -27,6 +27,12 @@ pub fn sample() -> NoncashPayment {
         status: PaymentStatus::Success,
         event_time: 1_748_797_199_999, // 2025-06-01 23:59:59.999 WIB
         masked_account: Some("522184******4321".into()),
+        original_reference_number: None,
+        original_reference_no: None,
+        original_partner_reference_no: None,
+        original_event_time: None,
+        refund_reference: None,
+        refund_amount: None,
     }
 }
 
@@ -43,7 +49,7 @@ fn meta(key: Option<&[u8]>) -> MessageMeta<'_> {
 }
 
 fn noncash() -> Noncash {
-    Noncash::new(PiiHasher::new(b"test-key-0123456789").unwrap())
+    Noncash::new(PiiHasher::new(b"test-key-0123456789").unwrap(), 300_000)
 }
 
 fn rules(e: NoncashPayment) -> Vec<&'static str> {

@@ -1,23 +1,27 @@
 //! QRIS payments: the `payments.qris.v1` contract, its validation and normalisation rules and
 //! the `qris_payments` row. The shared runtime does the rest.
 //!
-//! Deduplication (README "Deduplication"): one row per payment and status. The payment is
-//! identified by (NMID, RRN, amount in sen, WIB date of the event): the issuer's and the
-//! acquirer's report of one payment, and any redelivery, share it. Within one batch the
-//! acquirer's report wins (it owns the merchant data: region, MCC, criteria); across batches
-//! the first report to land wins and later ones are counted as duplicates.
+//! Deduplication (README "Deduplication keys"): one row per payment and status (per refund for
+//! refunds). The payment is identified by (NMID, RRN, amount in sen), with no date, so a refund
+//! made weeks later names the same `payment_key`; one fact is that plus its status, refund
+//! reference and WIB date, and a report within the midnight skew of a WIB midnight also
+//! matches the neighbouring date's fact. The issuer's and the acquirer's report of one payment,
+//! and any redelivery, share the fact. Within one batch the acquirer's report wins (it owns the
+//! merchant data: region, MCC, criteria); across batches the first report to land wins and later
+//! ones are counted as duplicates.
 
 use serde::{Deserialize, Serialize};
 use umkm_core::Invalid;
-use umkm_core::dedup::{Key, KeyHex};
+use umkm_core::dedup::KeyHex;
 use umkm_core::fields::{
     Label, all_digits, check_event_id, check_message_key, is_nmid, opt, trimmed,
 };
 pub use umkm_core::payment::PaymentStatus;
-use umkm_core::payment::{CommonChecked, CommonFields, check_common};
+use umkm_core::payment::{
+    CommonChecked, CommonFields, UndoChecked, UndoFields, check_common, check_undo, report_keys,
+};
 use umkm_core::pii::PiiHasher;
 use umkm_core::reference;
-use umkm_core::time::days_since_epoch;
 use umkm_runtime::config::Validated;
 use umkm_runtime::family::{Family, MessageMeta, Processed};
 
@@ -48,7 +52,7 @@ pub enum QrMode {
     Ttm,
 }
 
-/// `schemas/avro/qris_payment.avsc` v1, field for field.
+/// `schemas/avro/qris_payment.avsc` (revision 2), field for field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QrisPayment {
     pub event_id: String,
@@ -74,6 +78,18 @@ pub struct QrisPayment {
     pub status: PaymentStatus,
     pub event_time: i64,
     pub payer_id: Option<String>,
+    #[serde(default)]
+    pub original_rrn: Option<String>,
+    #[serde(default)]
+    pub original_reference_no: Option<String>,
+    #[serde(default)]
+    pub original_partner_reference_no: Option<String>,
+    #[serde(default)]
+    pub original_event_time: Option<i64>,
+    #[serde(default)]
+    pub refund_reference: Option<String>,
+    #[serde(default)]
+    pub refund_amount: Option<String>,
 }
 
 /// One row of `qris_payments` (schemas/clickhouse/0001_qris_payments.sql), column for column.
@@ -116,23 +132,28 @@ pub struct QrisRow {
     pub source_partition: i32,
     pub source_offset: i64,
     pub ingested_at: u32,
+    pub payment_amount_idr: i64,
+    pub refund_reference: String,
+    pub original_reference: String,
+    pub original_reference_no: String,
+    pub original_partner_reference_no: String,
+    pub original_event_time_ms: i64,
 }
 
-/// Payment identity (without status) and dedup key (with status).
-pub fn keys(nmid: &str, rrn: &str, amount_sen: i64, wib_date: &str, status: &str) -> (Key, Key) {
-    let amount = amount_sen.to_string();
-    let payment = Key::of("qris-payment-v1", &[nmid, rrn, &amount, wib_date]);
-    let dedup = Key::of("qris-v1", &[nmid, rrn, &amount, wib_date, status]);
-    (payment, dedup)
-}
+/// Domain of the QRIS keys (`umkm_core::payment::report_keys`).
+pub const KEY_FAMILY: &str = "qris";
 
 pub struct Qris {
     hasher: PiiHasher,
+    midnight_skew_ms: i64,
 }
 
 impl Qris {
-    pub fn new(hasher: PiiHasher) -> Self {
-        Self { hasher }
+    pub fn new(hasher: PiiHasher, midnight_skew_ms: i64) -> Self {
+        Self {
+            hasher,
+            midnight_skew_ms,
+        }
     }
 
     /// Every validation rule; returns all that fail.
@@ -145,7 +166,7 @@ impl Qris {
         &self,
         e: &QrisPayment,
         meta: &MessageMeta<'_>,
-    ) -> (Vec<Invalid>, Option<CommonChecked>) {
+    ) -> (Vec<Invalid>, Option<(CommonChecked, UndoChecked)>) {
         let mut bad = Vec::new();
         check_event_id(&e.event_id, &mut bad);
         if e.provider_id.trim().is_empty() {
@@ -203,7 +224,28 @@ impl Qris {
             meta.now_ms,
             &mut bad,
         );
-        (bad, common)
+        if let Some(r) = &e.original_rrn
+            && (r.len() != 12 || !r.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            bad.push(Invalid::new(
+                "rrn_format",
+                format!("original_rrn {r:?} is not 12 alphanumeric characters"),
+            ));
+        }
+        let undo = check_undo(
+            e.status,
+            common.as_ref().map(|c| c.amount),
+            e.event_time,
+            &UndoFields {
+                original_reference: e.original_rrn.as_deref(),
+                original_event_time: e.original_event_time,
+                refund_reference: e.refund_reference.as_deref(),
+                refund_amount: e.refund_amount.as_deref(),
+            },
+            self.midnight_skew_ms,
+            &mut bad,
+        );
+        (bad, common.zip(undo))
     }
 
     pub fn normalise(
@@ -212,26 +254,41 @@ impl Qris {
         meta: &MessageMeta<'_>,
     ) -> Result<Processed<QrisRow>, Vec<Invalid>> {
         let (bad, common) = self.check(&e, meta);
-        let Some(CommonChecked {
-            region,
-            amount,
-            time: t,
-        }) = common.filter(|_| bad.is_empty())
+        let Some((
+            CommonChecked {
+                region,
+                amount,
+                time: t,
+            },
+            undo,
+        )) = common.filter(|_| bad.is_empty())
         else {
             return Err(bad);
         };
-        let date = t.wib_date();
-        let date_s = umkm_core::time::iso_date(date);
+        let original_reference = opt(e.original_rrn);
+        let refund_reference = opt(e.refund_reference);
+        let payment_rrn = if original_reference.is_empty() {
+            e.rrn.as_str()
+        } else {
+            original_reference.as_str()
+        };
+        let keys = report_keys(
+            KEY_FAMILY,
+            &[&e.nmid, payment_rrn, &amount.total_sen().to_string()],
+            e.status,
+            &refund_reference,
+            t,
+            self.midnight_skew_ms,
+        );
+        let event_date = umkm_core::time::days_since_epoch(t.wib_date());
         let status = e.status.as_str();
-        let (payment_key, dedup_key) = keys(&e.nmid, &e.rrn, amount.total_sen(), &date_s, status);
-        let event_date = days_since_epoch(date);
         let priority = match e.provider_role {
             ProviderRole::Acquirer => 2,
             ProviderRole::Issuer => 1,
         };
         let row = QrisRow {
-            dedup_key: dedup_key.hex_inline(),
-            payment_key: payment_key.hex_inline(),
+            dedup_key: keys.dedup.hex_inline(),
+            payment_key: keys.payment.hex_inline(),
             provider_role: match e.provider_role {
                 ProviderRole::Issuer => "issuer",
                 ProviderRole::Acquirer => "acquirer",
@@ -265,8 +322,14 @@ impl Qris {
                 QrMode::Ttm => "ttm",
             }
             .into(),
-            amount_idr: amount.whole,
-            amount_minor: amount.sen,
+            amount_idr: undo.fact_amount.whole,
+            amount_minor: undo.fact_amount.sen,
+            payment_amount_idr: amount.whole,
+            refund_reference,
+            original_reference,
+            original_reference_no: opt(e.original_reference_no),
+            original_partner_reference_no: opt(e.original_partner_reference_no),
+            original_event_time_ms: e.original_event_time.unwrap_or(0),
             currency: "IDR".into(),
             status: status.into(),
             event_time: t.utc_secs(),
@@ -291,7 +354,8 @@ impl Qris {
             merchant_name: trimmed(e.merchant_name),
         };
         Ok(Processed {
-            key: dedup_key,
+            key: keys.dedup,
+            alt: keys.alt,
             priority,
             event_date,
             row,
@@ -309,7 +373,10 @@ impl Family for Qris {
     const READER_SCHEMA: &'static str = READER_SCHEMA;
 
     fn build(v: &Validated) -> Result<Self, String> {
-        Ok(Self::new(PiiHasher::new(v.pii_key.0.as_bytes())?))
+        Ok(Self::new(
+            PiiHasher::new(v.pii_key.0.as_bytes())?,
+            v.s.dedup.midnight_skew_ms,
+        ))
     }
 
     fn process(

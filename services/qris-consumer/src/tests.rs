@@ -29,6 +29,12 @@ pub fn sample() -> QrisPayment {
         status: PaymentStatus::Success,
         event_time: 1_748_797_199_999, // 2025-06-01 23:59:59.999 WIB
         payer_id: Some("081234567890".into()),
+        original_rrn: None,
+        original_reference_no: None,
+        original_partner_reference_no: None,
+        original_event_time: None,
+        refund_reference: None,
+        refund_amount: None,
     }
 }
 
@@ -45,7 +51,7 @@ fn meta(key: Option<&[u8]>) -> MessageMeta<'_> {
 }
 
 fn qris() -> Qris {
-    Qris::new(PiiHasher::new(b"test-key-0123456789").unwrap())
+    Qris::new(PiiHasher::new(b"test-key-0123456789").unwrap(), 300_000)
 }
 
 fn rules(e: QrisPayment) -> Vec<&'static str> {

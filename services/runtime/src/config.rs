@@ -119,6 +119,9 @@ pub struct DedupSettings {
     pub cache_keys: usize,
     /// Keys per ClickHouse lookup query.
     pub lookup_chunk: usize,
+    /// Two parties' reports of one payment within this of the same WIB midnight are one
+    /// payment even though their clocks put them on two dates (README "Deduplication keys").
+    pub midnight_skew_ms: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -221,6 +224,7 @@ impl Default for DedupSettings {
         Self {
             cache_keys: 500_000,
             lookup_chunk: 20_000,
+            midnight_skew_ms: umkm_core::time::DEFAULT_MIDNIGHT_SKEW_MS,
         }
     }
 }
@@ -455,6 +459,9 @@ pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
     }
     if s.dedup.lookup_chunk == 0 {
         p.push("dedup.lookup_chunk: must be > 0".into());
+    }
+    if !(0..=3_600_000).contains(&s.dedup.midnight_skew_ms) {
+        p.push("dedup.midnight_skew_ms: must be between 0 and 3600000 (one hour)".into());
     }
     if s.shutdown.timeout_s == 0 {
         p.push("shutdown.timeout_s: must be > 0".into());

@@ -27,6 +27,9 @@ pub struct MessageMeta<'a> {
 pub struct Processed<R> {
     /// The business dedup key; the row's `dedup_key` column must hold `key.hex()`.
     pub key: Key,
+    /// The same fact's key on the neighbouring WIB date, with that date, for a report within
+    /// the midnight skew of a WIB midnight (`umkm_core::payment::ReportKeys::alt`).
+    pub alt: Option<(Key, u16)>,
     /// Within one batch the highest priority report of a key wins.
     pub priority: u8,
     /// The row's `event_date` (days since epoch): the lookup uses it to hit the primary index.

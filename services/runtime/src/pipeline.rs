@@ -418,6 +418,7 @@ impl<F: Family> Pipeline<F> {
         match self.family.process(event, &meta) {
             Ok(p) => self.pending.candidates.push(Candidate {
                 key: p.key,
+                alt: p.alt,
                 priority: p.priority,
                 partition,
                 offset,
@@ -717,9 +718,39 @@ impl<F: Family> Pipeline<F> {
                 )
                 .await
                 .map_err(FlushError::Sink)?;
+            let mut existing: KeySet = existing.iter().filter_map(|h| Key::from_hex(h)).collect();
+            // Reports near a WIB midnight: the neighbouring date's fact counts when it, too, lies
+            // within the skew of that midnight (README "Deduplication keys").
+            let near: Vec<(u16, String)> = self
+                .pending
+                .candidates
+                .iter()
+                .filter_map(|c| c.alt.map(|(k, d)| (d, k.hex())))
+                .collect();
+            if !near.is_empty() {
+                let skew_s = (self.v.s.dedup.midnight_skew_ms + 999) / 1000;
+                let found = self
+                    .sink
+                    .existing_keys_with_time(F::TABLE, &near, self.v.s.dedup.lookup_chunk)
+                    .await
+                    .map_err(FlushError::Sink)?;
+                let found: std::collections::HashMap<Key, i64> = found
+                    .iter()
+                    .filter_map(|(h, t)| Some((Key::from_hex(h)?, *t)))
+                    .collect();
+                for c in &self.pending.candidates {
+                    if let Some((alt, alt_date)) = c.alt
+                        && let Some(&t) = found.get(&alt)
+                    {
+                        let midnight =
+                            umkm_core::time::wib_midnight_utc_secs(alt_date.max(c.row.0));
+                        if (t - midnight).abs() <= skew_s {
+                            existing.insert(c.key);
+                        }
+                    }
+                }
+            }
             if !existing.is_empty() {
-                // Parse the (few) found keys once instead of hex-encoding every candidate.
-                let existing: KeySet = existing.iter().filter_map(|h| Key::from_hex(h)).collect();
                 let before = self.pending.candidates.len();
                 self.pending
                     .candidates

@@ -288,7 +288,15 @@ impl Sink {
                 continue;
             }
             for stmt in migrations::render(m.sql, &self.render) {
-                self.execute(&stmt).await?;
+                match self.execute(&stmt).await {
+                    Err(e)
+                        if e.code == Some(migrations::COLUMN_EXISTS)
+                            && migrations::is_add_column(&stmt) =>
+                    {
+                        tracing::info!(migration = m.name, "column already added");
+                    }
+                    r => r?,
+                }
             }
             self.execute(&format!(
                 "INSERT INTO {}.schema_migrations (version, name, checksum, applied_at) VALUES ({}, '{}', '{}', now())",
@@ -316,10 +324,54 @@ impl Sink {
         chunk: usize,
         by_date: bool,
     ) -> Result<HashSet<String>, SinkError> {
-        const BOUNDARY: &str = "umkm-pulse-external-data-5f0c2a";
         let mut found = HashSet::new();
+        self.lookup(table, "dedup_key", keys, chunk, by_date, |l| {
+            found.insert(l.to_string());
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// Like [`Sink::existing_keys`] on the keys' dates, with each found row's `event_time`
+    /// (UTC seconds): the near-midnight check needs to know when the other report happened.
+    pub async fn existing_keys_with_time(
+        &self,
+        table: &str,
+        keys: &[(u16, String)],
+        chunk: usize,
+    ) -> Result<Vec<(String, i64)>, SinkError> {
+        let mut found = Vec::new();
+        self.lookup(
+            table,
+            "dedup_key, toUInt32(event_time)",
+            keys,
+            chunk,
+            true,
+            |l| {
+                if let Some((k, t)) = l.split_once('\t')
+                    && let Ok(t) = t.parse()
+                {
+                    found.push((k.to_string(), t));
+                }
+            },
+        )
+        .await?;
+        Ok(found)
+    }
+
+    /// One lookup of `keys` in `table` per `chunk`, handing each answer line to `each`.
+    async fn lookup(
+        &self,
+        table: &str,
+        select: &str,
+        keys: &[(u16, String)],
+        chunk: usize,
+        by_date: bool,
+        mut each: impl FnMut(&str),
+    ) -> Result<(), SinkError> {
+        const BOUNDARY: &str = "umkm-pulse-external-data-5f0c2a";
         for part in keys.chunks(chunk.max(1)) {
-            let mut sql = format!("SELECT dedup_key FROM {}.{} WHERE ", self.database, table);
+            let mut sql = format!("SELECT {select} FROM {}.{} WHERE ", self.database, table);
             if by_date {
                 let dates: std::collections::BTreeSet<u16> = part.iter().map(|(d, _)| *d).collect();
                 sql.push_str("event_date IN (");
@@ -388,9 +440,9 @@ impl Sink {
                     message: format!("dedup lookup: HTTP {status}: {}", text.trim()),
                 });
             }
-            found.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
+            text.lines().filter(|l| !l.is_empty()).for_each(&mut each);
         }
-        Ok(found)
+        Ok(())
     }
 
     /// Ids of running queries that start with `prefix` (our inserts carry

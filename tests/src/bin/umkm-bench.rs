@@ -66,8 +66,10 @@ async fn core(events: usize, runs: usize, batch: usize) -> Result<(f64, f64)> {
     decoder
         .register(1, umkm_e2e::traffic::V1)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let family =
-        Qris::new(PiiHasher::new(b"bench-only-pii-key-0123456789").map_err(anyhow::Error::msg)?);
+    let family = Qris::new(
+        PiiHasher::new(b"bench-only-pii-key-0123456789").map_err(anyhow::Error::msg)?,
+        umkm_core::time::DEFAULT_MIDNIGHT_SKEW_MS,
+    );
     let mock = clickhouse::test::Mock::new();
     let client = clickhouse::Client::default()
         .with_mock(&mock)
@@ -136,6 +138,7 @@ async fn core(events: usize, runs: usize, batch: usize) -> Result<(f64, f64)> {
                 match family.process(event, &meta) {
                     Ok(p) => candidates.push(Candidate {
                         key: p.key,
+                        alt: p.alt,
                         priority: p.priority,
                         partition: 0,
                         offset,
