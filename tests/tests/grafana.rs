@@ -226,6 +226,30 @@ const PAYMENTS: &[Payment] = &[
         status: "success",
         date: "2026-08-15",
     },
+    // p6, NIB-C's only payment of the range, refunded in full the next month: C is not active.
+    Payment {
+        key: "p11",
+        merchant_ref: "NMID:ID1000000000003",
+        instrument: "qris_mpm_static",
+        kab: "36.01",
+        kec: "36.01.02",
+        sector: "crafts",
+        amount: 7_000,
+        status: "refunded",
+        date: "2026-10-15",
+    },
+    // p5 cancelled: B stays active through p4.
+    Payment {
+        key: "p12",
+        merchant_ref: "NMID:ID1000000000002",
+        instrument: "qris_cpm",
+        kab: "36.01",
+        kec: "36.01.01",
+        sector: "food_processing",
+        amount: 15_000,
+        status: "cancelled",
+        date: "2026-10-08",
+    },
     Payment {
         key: "p9",
         merchant_ref: "MID:93600008:MA",
@@ -238,6 +262,45 @@ const PAYMENTS: &[Payment] = &[
         date: "2026-10-11",
     },
 ];
+
+/// Refund and cancellation rows and the payment each undoes (they share its `payment_key`):
+/// p3 refunds 5,000 of p1 (partial), p11 all of p6 (a month later), p12 cancels p5. Every other
+/// row is its own payment.
+const UNDOES: &[(&str, &str)] = &[("p3", "p1"), ("p11", "p6"), ("p12", "p5")];
+
+fn payment_key(p: &Payment) -> &'static str {
+    UNDOES
+        .iter()
+        .find(|(undo, _)| *undo == p.key)
+        .map_or(p.key, |(_, paid)| *paid)
+}
+
+/// What refunds and cancellations leave of a successful payment: whether it still counts as a
+/// transaction (not refunded or cancelled in full) and its net value (docs/metrics.md).
+fn net(p: &Payment) -> (bool, i64) {
+    let (mut refunded, mut cancelled) = (0, false);
+    for u in PAYMENTS
+        .iter()
+        .filter(|u| u.key != p.key && payment_key(u) == p.key)
+    {
+        match u.status {
+            "refunded" => refunded += u.amount,
+            "cancelled" => cancelled = true,
+            _ => {}
+        }
+    }
+    let undone = if cancelled {
+        p.amount
+    } else {
+        refunded.min(p.amount)
+    };
+    (undone < p.amount, p.amount - undone)
+}
+
+/// A successful payment that still counts after refunds and cancellations.
+fn net_active(p: &Payment) -> bool {
+    p.status == "success" && net(p).0
+}
 
 fn load_statements() -> Vec<String> {
     let mut v = Vec::new();
@@ -255,14 +318,14 @@ fn load_statements() -> Vec<String> {
             let mode = p.instrument.trim_start_matches("qris_");
             v.push(format!(
                 "INSERT INTO qris_payments (dedup_key, payment_key, nmid, qr_mode, sector, region_code, province_code, kab_kota_code, kecamatan_code, amount_idr, status, event_time, event_date) \
-                 VALUES ('{k}', '{k}', '{nmid}', '{mode}', '{s}', '{kec}', '36', '{kab}', '{kec}', {a}, '{st}', toDateTime('{d} 03:00:00'), '{d}')",
-                k = p.key, s = p.sector, kec = p.kec, kab = p.kab, a = p.amount, st = p.status, d = p.date
+                 VALUES ('{k}', '{pk}', '{nmid}', '{mode}', '{s}', '{kec}', '36', '{kab}', '{kec}', {a}, '{st}', toDateTime('{d} 03:00:00'), '{d}')",
+                k = p.key, pk = payment_key(p), s = p.sector, kec = p.kec, kab = p.kab, a = p.amount, st = p.status, d = p.date
             ));
         } else {
             v.push(format!(
                 "INSERT INTO noncash_payments (dedup_key, payment_key, instrument, merchant_ref, sector, region_code, province_code, kab_kota_code, kecamatan_code, amount_idr, status, event_time, event_date) \
-                 VALUES ('{k}', '{k}', '{i}', '{r}', '{s}', '{kec}', '36', '{kab}', '{kec}', {a}, '{st}', toDateTime('{d} 03:00:00'), '{d}')",
-                k = p.key, i = p.instrument, r = p.merchant_ref, s = p.sector, kec = p.kec, kab = p.kab, a = p.amount, st = p.status, d = p.date
+                 VALUES ('{k}', '{pk}', '{i}', '{r}', '{s}', '{kec}', '36', '{kab}', '{kec}', {a}, '{st}', toDateTime('{d} 03:00:00'), '{d}')",
+                k = p.key, pk = payment_key(p), i = p.instrument, r = p.merchant_ref, s = p.sector, kec = p.kec, kab = p.kab, a = p.amount, st = p.status, d = p.date
             ));
         }
     }
@@ -318,17 +381,20 @@ fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, Stri
         by_sector.entry(sector.clone()).or_default();
         by_kec.entry(kec.clone()).or_default();
         if success(&p) {
-            by_kab
-                .entry(attribute(p).1)
-                .or_default()
-                .insert(key.clone());
-            by_sector.entry(sector).or_default().insert(key.clone());
-            by_kec.entry(kec).or_default().insert(key.clone());
-            m.0.insert(key);
-            m.1 += 1;
-            m.2 += p.amount;
-            c.0 += 1;
-            c.1 += p.amount;
+            let (counts, value) = net(p);
+            if counts {
+                by_kab
+                    .entry(attribute(p).1)
+                    .or_default()
+                    .insert(key.clone());
+                by_sector.entry(sector).or_default().insert(key.clone());
+                by_kec.entry(kec).or_default().insert(key.clone());
+                m.0.insert(key);
+            }
+            m.1 += u64::from(counts);
+            m.2 += value;
+            c.0 += u64::from(counts);
+            c.1 += value;
         } else if p.status == "refunded" {
             c.2 += 1;
             c.3 += p.amount;
@@ -361,7 +427,7 @@ fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, Stri
             .join("\n"),
     );
     e.insert(
-        "Channel mix (refunds counted apart, never in value)",
+        "Channel mix (net of refunds; refunds in the month they happened)",
         mix.iter()
             .map(|(c, (n, v, r, rv))| format!("{},{n},{v},{r},{rv}", q(c)))
             .collect::<Vec<_>>()
@@ -408,7 +474,7 @@ fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, Stri
     }
     let active_keys: BTreeSet<String> = ps
         .iter()
-        .filter(|p| p.status == "success")
+        .filter(|p| net_active(p))
         .map(|p| attribute(p).0)
         .collect();
     let mut adoption: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
@@ -427,9 +493,9 @@ fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, Stri
             .collect::<Vec<_>>()
             .join("\n"),
     );
-    // Retention: active (success) months of every merchant key, all time.
+    // Retention: active (net) months of every merchant key, all time.
     let mut months: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for p in PAYMENTS.iter().filter(|p| p.status == "success") {
+    for p in PAYMENTS.iter().filter(|p| net_active(p)) {
         months
             .entry(attribute(p).0)
             .or_default()
@@ -484,9 +550,9 @@ fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, Stri
             .collect::<Vec<_>>()
             .join("\n"),
     );
-    // New adopters: first ever success (all time) inside the range.
+    // New adopters: first ever net-active payment (all time) inside the range.
     let mut first: BTreeMap<String, (&str, String)> = BTreeMap::new();
-    for p in PAYMENTS.iter().filter(|p| p.status == "success") {
+    for p in PAYMENTS.iter().filter(|p| net_active(p)) {
         let (key, kab, _, _) = attribute(p);
         let f = first.entry(key).or_insert((p.date, kab));
         if p.date < f.0 {
@@ -520,9 +586,12 @@ fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, Stri
         ] {
             let t = map.entry(period).or_default();
             if p.status == "success" {
-                t.0.insert(attribute(p).0);
-                t.1 += 1;
-                t.2 += p.amount;
+                let (counts, value) = net(p);
+                if counts {
+                    t.0.insert(attribute(p).0);
+                }
+                t.1 += u64::from(counts);
+                t.2 += value;
             }
         }
     }
@@ -545,7 +614,7 @@ fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, Stri
     // end that had a successful payment in those days.
     let active_30d: BTreeSet<String> = PAYMENTS
         .iter()
-        .filter(|p| p.status == "success" && ("2026-10-02"..="2026-10-31").contains(&p.date))
+        .filter(|p| net_active(p) && ("2026-10-02"..="2026-10-31").contains(&p.date))
         .map(|p| attribute(p).0)
         .collect();
     let mut adoption_30d: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
