@@ -36,8 +36,12 @@ COLUMNS = [
     "merchant_city", "merchant_postal_code", "region_code", "province_code", "kab_kota_code",
     "kecamatan_code", "qr_mode", "amount_idr", "amount_minor", "currency", "status",
     "event_time", "event_time_ms", "event_date", "payer_hash", "schema_id", "source_topic",
-    "source_partition", "source_offset", "ingested_at",
+    "source_partition", "source_offset", "ingested_at", "payment_amount_idr", "refund_reference",
+    "original_reference", "original_reference_no", "original_partner_reference_no",
+    "original_event_time_ms",
 ]
+MIDNIGHT_SKEW_MS = 5 * 60 * 1000  # dedup.midnight_skew_ms's default (README "Deduplication keys")
+DAY_MS = 86_400_000
 EARLIEST_MS = 1_565_974_800_000  # 2019-08-17 WIB: QRIS launch
 MAX_SKEW_MS = 10 * 60 * 1000
 WIB = dt.timezone(dt.timedelta(hours=7))
@@ -110,7 +114,8 @@ class Qris:
         return hmac.new(self.pii_key, norm.encode(), hashlib.sha256).hexdigest()
 
     def process(self, e, key, topic, partition, offset, schema_id, now_ms, now_s):
-        """Returns (dedup_key, priority, event_date, row) or raises Invalid."""
+        """Returns (dedup_key, priority, event_date, row, alt) or raises Invalid; alt is the
+        neighbouring date's key and date near a WIB midnight, else None."""
         bad = []
         if not e["event_id"].strip() or len(e["event_id"]) > 128:
             bad.append("event_id")
@@ -158,12 +163,32 @@ class Qris:
         if bad:
             raise Invalid(",".join(bad))
         wib_date = dt.datetime.fromtimestamp(t / 1000, WIB).date()
-        date_s = wib_date.isoformat()
         status = e["status"].lower()
         amount_s = str(whole * 100 + sen)
-        payment_key = key16("qris-payment-v1", [nmid, rrn, amount_s, date_s])
-        dedup_key = key16("qris-v1", [nmid, rrn, amount_s, date_s, status])
         opt = lambda v: (v or "").strip()  # noqa: E731
+        # Refunds (contract revision 2): the payment named by original_rrn, the refunded part.
+        fact_whole, fact_sen = whole, sen
+        if e.get("refund_amount"):
+            fact_whole, fact_sen = self.amount(e["refund_amount"])
+        pay_rrn = opt(e.get("original_rrn")) or rrn
+        refund_ref = opt(e.get("refund_reference"))
+        payment_key = key16("qris-payment-v2", [nmid, pay_rrn, amount_s])
+
+        def fact(d):
+            return key16("qris-v2", [payment_key, status, refund_ref, d.isoformat()])
+
+        dedup_key = fact(wib_date)
+        into_day = (t + 7 * 3_600_000) % DAY_MS
+        alt = None
+        if into_day < MIDNIGHT_SKEW_MS:
+            d = wib_date - dt.timedelta(days=1)
+            alt = (fact(d), d)
+        elif DAY_MS - into_day <= MIDNIGHT_SKEW_MS:
+            d = wib_date + dt.timedelta(days=1)
+            alt = (fact(d), d)
+        ot = e.get("original_event_time")
+        if isinstance(ot, dt.datetime):
+            ot = (ot - EPOCH_UTC) // dt.timedelta(milliseconds=1)
         row = (
             dedup_key, payment_key, e["event_id"], e["provider_id"], e["provider_role"].lower(),
             rrn, opt(e.get("issuer_reference")), opt(e.get("acquirer_reference")),
@@ -171,11 +196,13 @@ class Qris:
             nmid, opt(pan), e["mcc"], self.mcc.get(e["mcc"], "unknown"),
             e["merchant_criteria"], e["merchant_name"].strip(), opt(e.get("merchant_city")),
             opt(pc), region[0], region[1], region[2], region[3], e["qr_mode"].lower(),
-            whole, sen, "IDR", status, t // 1000, t, wib_date,
+            fact_whole, fact_sen, "IDR", status, t // 1000, t, wib_date,
             self.payer_hash(e.get("payer_id")), schema_id, topic, partition, offset, now_s,
+            whole, refund_ref, opt(e.get("original_rrn")), opt(e.get("original_reference_no")),
+            opt(e.get("original_partner_reference_no")), ot or 0,
         )
         priority = 2 if e["provider_role"] == "ACQUIRER" else 1
-        return dedup_key, priority, wib_date, row
+        return dedup_key, priority, wib_date, row, alt
 
 
 def main():
@@ -196,7 +223,7 @@ def main():
     pii_key = os.environ["UMKM_PII_HASH_KEY"].encode()
     with open(a.schema) as f:
         reader = fastavro.parse_schema(json.load(f))
-    writers = {1: reader}  # schema id 1 is revision 1 of the contract (schemas/avro/registry.json), what the bench publishes
+    writers = {4: reader}  # id 4: revision 2 of the contract (schemas/avro/registry.json), what the bench publishes
     qris = Qris(a.reference_dir, pii_key)
     host, port = a.clickhouse.rsplit(":", 1)
     ch = Client(host=host, port=int(port), database=a.database)
@@ -219,12 +246,37 @@ def main():
 
     def flush():
         nonlocal batch, batch_started, inserted, dups
-        best = {}
-        for i, (k, prio, _d, _r) in enumerate(batch):
-            j = best.get(k)
-            if j is None or batch[j][1] < prio:
-                best[k] = i
-        winners = [batch[i] for i in sorted(best.values()) if batch[i][0] not in seen]
+        # One fact per key; near a WIB midnight also one per pair whose alts are each other's
+        # keys (the consumer's union-find in resolve_in_batch, README "Deduplication keys").
+        parent = list(range(len(batch)))
+        best = list(range(len(batch)))
+
+        def root(i):
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        def union(a, b):
+            ra, rb = root(a), root(b)
+            if ra != rb:
+                wa, wb = best[ra], best[rb]
+                pa, pb = batch[wa][1], batch[wb][1]
+                parent[rb] = ra
+                best[ra] = wa if pa > pb else wb if pb > pa else min(wa, wb)
+
+        by_key, near = {}, {}
+        for i, (k, _prio, _d, _r, alt) in enumerate(batch):
+            if k in by_key:
+                union(by_key[k], i)
+            else:
+                by_key[k] = i
+            if alt is not None:
+                if alt[0] in near:
+                    union(near[alt[0]], i)
+                near.setdefault(k, i)
+        kept = sorted(best[i] for i in range(len(batch)) if parent[i] == i)  # arrival order
+        winners = [batch[j] for j in kept if batch[j][0] not in seen]
         dups += len(batch) - len(winners)
         if winners:
             dates = sorted({w[2] for w in winners})
@@ -240,6 +292,25 @@ def main():
                 }],
             )
             existing = {r[0] for r in found}
+            alts = [w for w in winners if w[4] is not None]
+            if alts:
+                found = ch.execute(
+                    "SELECT dedup_key, toUInt32(event_time) FROM qris_payments "
+                    "WHERE event_date IN %(d)s AND dedup_key IN _keys",
+                    {"d": tuple(sorted({w[4][1] for w in alts}))},
+                    external_tables=[{
+                        "name": "_keys",
+                        "structure": [("dedup_key", "String")],
+                        "data": [{"dedup_key": w[4][0]} for w in alts],
+                    }],
+                )
+                times = {r[0]: r[1] for r in found}
+                for w in alts:
+                    if w[4][0] in times:
+                        later = max(w[2], w[4][1])
+                        midnight = (later - dt.date(1970, 1, 1)).days * 86_400 - 7 * 3600
+                        if abs(times[w[4][0]] - midnight) <= MIDNIGHT_SKEW_MS // 1000:
+                            existing.add(w[0])
             rows = [w[3] for w in winners if w[0] not in existing]
             dups += len(winners) - len(rows)
             if rows:
@@ -272,14 +343,14 @@ def main():
                 if writer is None:
                     raise Invalid("schema_unknown")
                 e = fastavro.schemaless_reader(io.BytesIO(v[5:]), writer, reader)
-                k, prio, day, row = qris.process(
+                k, prio, day, row, alt = qris.process(
                     e, m.key(), m.topic(), m.partition(), m.offset(), schema_id, now_ms, now_s)
             except Invalid:
                 invalid += 1
                 continue
             if batch_started is None:
                 batch_started = time.monotonic()
-            batch.append((k, prio, day, row))
+            batch.append((k, prio, day, row, alt))
         if batch and (len(batch) >= a.batch_rows
                       or time.monotonic() - batch_started >= a.batch_age
                       or consumed >= a.events):

@@ -4,8 +4,11 @@
 //! Menes, gula aren in Sobang, batik in Tangerang Selatan; food stalls everywhere), mikro / kecil
 //! / menengah sizes, onboarding dates spread so that adoption grows; payments by QRIS and the
 //! non-cash instruments with WIB business-hour and weekday patterns, log-normal tickets (most QRIS
-//! under Rp100.000), issuers and acquirers, statuses including refunds; and, at configurable
-//! rates, issuer/gateway double reports, redeliveries, late events and bad records of each kind.
+//! under Rp100.000), issuers and acquirers, statuses; refunds the way they happen (mostly days
+//! after the payment, some partial, some twice, some crossing a month end, a few of unknown
+//! payments) and same-day cancellations of paid payments; and, at configurable rates,
+//! issuer/gateway double reports (sometimes 1.5 s apart across 00:00 WIB), redeliveries, late
+//! events and bad records of each kind.
 //!
 //! Deterministic from the seed: the same [`Spec`] gives the same messages, byte for byte (event
 //! ids come from the seeded generator, times from the spec's range, never from the clock). The
@@ -30,8 +33,8 @@ use crate::traffic::garbage;
 
 const DAY_MS: i64 = 86_400_000;
 const WIB_MS: i64 = 7 * 3_600_000;
-const QRIS_ID: u32 = 1;
-const NONCASH_ID: u32 = 2;
+const QRIS_ID: u32 = crate::traffic::CURRENT_ID;
+const NONCASH_ID: u32 = crate::noncash_traffic::CURRENT_ID;
 const MERCHANT_ID: u32 = 3;
 const UNKNOWN_ID: u32 = 999;
 
@@ -68,6 +71,18 @@ pub struct Spec {
     pub late: f64,
     /// Bad records of each kind for each topic.
     pub bad_each: usize,
+    /// Share of successful payments refunded later (mostly 1-20 days later).
+    pub refund: f64,
+    /// Share of refunds that are partial (half of those are followed by a second partial refund
+    /// of the rest).
+    pub partial_refund: f64,
+    /// Share of successful payments cancelled (voided) the same day.
+    pub cancel_after: f64,
+    /// Refunds of payments that are not in the data, per payment.
+    pub unknown_refund: f64,
+    /// Share of double-reported payments made at 00:00 WIB, the two parties' clocks 1.5 s apart
+    /// across midnight (one payment, two WIB dates).
+    pub midnight: f64,
 }
 
 impl Default for Spec {
@@ -82,6 +97,11 @@ impl Default for Spec {
             redeliver: 0.02,
             late: 0.01,
             bad_each: 5,
+            refund: 0.012,
+            partial_refund: 0.3,
+            cancel_after: 0.003,
+            unknown_refund: 0.0005,
+            midnight: 0.01,
         }
     }
 }
@@ -123,6 +143,23 @@ pub struct Truth {
     pub success_by_channel: BTreeMap<&'static str, (u64, i64)>,
     /// Registered merchants per kab/kota at the end of the range.
     pub registered_by_kab_kota: BTreeMap<&'static str, u64>,
+    /// Successful payments and their value net of refunds and cancellations (docs/metrics.md:
+    /// a payment refunded or cancelled in full drops out, a partial refund lowers the value), by
+    /// channel, in the period of the payment.
+    pub net_by_channel: BTreeMap<&'static str, (u64, i64)>,
+    /// Successful payments and value, gross and net, by the merchant's kab/kota:
+    /// (gross count, gross value, net count, net value).
+    pub by_kab_kota: BTreeMap<&'static str, (u64, i64, u64, i64)>,
+    /// Refund rows that land (each partial refund is one), of them refunds of payments that are
+    /// not in the data, and cancellations of paid payments.
+    pub refunds: u64,
+    pub unlinked_refunds: u64,
+    pub voided: u64,
+    /// Payments reported by two parties 1.5 s apart across 00:00 WIB (each lands once).
+    pub midnight_doubles: u64,
+    /// Rows that land with an event time within 2 s of 00:00 WIB (the midnight doubles among
+    /// them), for the demo's check that each double landed once.
+    pub rows_near_midnight: u64,
 }
 
 /// FNV-1a (64-bit) over every message produced, in order: equal digests mean the same stream.
@@ -199,6 +236,10 @@ pub struct Stream {
     weight_sum: f64,
     payments_done: usize,
     rrn: u64,
+    /// Refund references and RRNs handed out so far.
+    refund_no: u64,
+    /// What the last planned refunds or cancellation took off their payment's value.
+    last_undone: i64,
     bad_plan: Vec<(i64, Family, usize)>,
     pub truth: Truth,
 }
@@ -392,8 +433,8 @@ impl Stream {
             }
         }
         let schemas = [
-            Schema::parse_str(crate::traffic::V1).expect("qris schema"),
-            Schema::parse_str(crate::noncash_traffic::SCHEMA).expect("noncash schema"),
+            Schema::parse_str(crate::traffic::CURRENT).expect("qris schema"),
+            Schema::parse_str(crate::noncash_traffic::CURRENT).expect("noncash schema"),
             Schema::parse_str(crate::merchant_traffic::SCHEMA).expect("merchant schema"),
         ];
         Stream {
@@ -407,6 +448,8 @@ impl Stream {
             weight_sum,
             payments_done: 0,
             rrn: 0,
+            refund_no: 0,
+            last_undone: 0,
             bad_plan,
             truth: Truth::default(),
         }
@@ -591,12 +634,12 @@ impl Stream {
     fn payment(&mut self, i: usize, day: i64, out: &mut Vec<Msg>) {
         let rng = &mut self.rng;
         let hour = pick(rng, &HOURS.iter().copied().enumerate().collect::<Vec<_>>());
-        let t = day * DAY_MS - WIB_MS + hour as i64 * 3_600_000 + rng.random_range(0..3_600_000);
+        let mut t =
+            day * DAY_MS - WIB_MS + hour as i64 * 3_600_000 + rng.random_range(0..3_600_000);
         let status = pick(
             rng,
             &[
-                (PaymentStatus::Success, 93.0),
-                (PaymentStatus::Refunded, 2.0),
+                (PaymentStatus::Success, 95.0),
                 (PaymentStatus::Cancelled, 2.0),
                 (PaymentStatus::Failed, 3.0),
             ],
@@ -614,9 +657,18 @@ impl Stream {
         } else {
             day
         };
+        let double = rng.random_bool(self.spec.double_report);
+        // A double report at midnight: the acquirer's clock at 23:59:59.3 WIB, the other
+        // party's 1.5 s later, on the next WIB date.
+        let midnight = double && rng.random_bool(self.spec.midnight);
+        if midnight {
+            t = (day + 1) * DAY_MS - WIB_MS - 700;
+            self.truth.midnight_doubles += 1;
+        }
+        let other_t = if midnight { t + 1_500 } else { t };
         self.rrn += 1;
         let mut msgs = Vec::new();
-        if qris {
+        let (channel, amount) = if qris {
             let amount = log_normal(rng, 25_000.0, 0.9, 10_000_000);
             let nmid = m.nmid.clone().unwrap_or_default();
             let issuer = ISSUERS[rng.random_range(0..ISSUERS.len())];
@@ -669,23 +721,43 @@ impl Stream {
                 key: key.clone(),
                 payload: encode(&self.schemas[0], QRIS_ID, &p).expect("qris encodes"),
             });
-            if rng.random_bool(self.spec.double_report) {
+            let paid = p.clone();
+            if double {
                 p.event_id = uuid(rng);
                 p.provider_id = issuer.into();
                 p.provider_role = ProviderRole::Issuer;
+                p.event_time = other_t;
                 msgs.push(Msg {
                     family: Family::Qris,
-                    key,
+                    key: key.clone(),
                     payload: encode(&self.schemas[0], QRIS_ID, &p).expect("qris encodes"),
                 });
                 *self.truth.double_reports.entry(Family::Qris).or_default() += 1;
             }
-            self.truth.qris_payments += 1;
+            self.landed_row(Family::Qris, t);
             if status == PaymentStatus::Success {
-                let c = self.truth.success_by_channel.entry("qris").or_default();
-                c.0 += 1;
-                c.1 += amount;
+                self.qris_undos(&paid, amount, day, out);
             }
+            if self.rng.random_bool(self.spec.unknown_refund) {
+                // A refund of a payment this data never saw (older than the range, say).
+                self.refund_no += 1;
+                let mut r = paid.clone();
+                r.event_id = uuid(&mut self.rng);
+                r.status = PaymentStatus::Refunded;
+                r.rrn = format!("{:012}", 800_000_000_000 + self.refund_no);
+                r.original_rrn = Some(format!("{:012}", 900_000_000_000 + self.refund_no));
+                r.refund_reference = Some(format!("RFX{:09}", self.refund_no));
+                let msg = Msg {
+                    family: Family::Qris,
+                    key,
+                    payload: encode(&self.schemas[0], QRIS_ID, &r).expect("qris encodes"),
+                };
+                self.landed_row(Family::Qris, r.event_time);
+                self.truth.refunds += 1;
+                self.truth.unlinked_refunds += 1;
+                self.send_on(day, publish_day, msg, out);
+            }
+            ("qris", amount)
         } else {
             let (acquirer, mid) = m.mid.clone().unwrap_or(("93600008", String::new()));
             let instrument = pick(
@@ -741,7 +813,8 @@ impl Stream {
                 key: key.clone(),
                 payload: encode(&self.schemas[1], NONCASH_ID, &p).expect("noncash encodes"),
             });
-            if rng.random_bool(self.spec.double_report) {
+            let paid = p.clone();
+            if double {
                 p.event_id = uuid(rng);
                 let gateway = rng.random_bool(0.5);
                 p.provider_role = if gateway {
@@ -754,6 +827,7 @@ impl Stream {
                 } else {
                     issuer.into()
                 };
+                p.event_time = other_t;
                 msgs.push(Msg {
                     family: Family::Noncash,
                     key,
@@ -765,17 +839,35 @@ impl Stream {
                     .entry(Family::Noncash)
                     .or_default() += 1;
             }
-            self.truth.noncash_payments += 1;
+            self.landed_row(Family::Noncash, t);
             if status == PaymentStatus::Success {
-                let ch = match instrument {
-                    Instrument::DebitCard | Instrument::CreditCard => "card",
-                    Instrument::Emoney | Instrument::Ewallet => "emoney",
-                    _ => "transfer",
-                };
-                let c = self.truth.success_by_channel.entry(ch).or_default();
-                c.0 += 1;
-                c.1 += amount;
+                self.noncash_undos(&paid, amount, day, out);
             }
+            let ch = match instrument {
+                Instrument::DebitCard | Instrument::CreditCard => "card",
+                Instrument::Emoney | Instrument::Ewallet => "emoney",
+                _ => "transfer",
+            };
+            (ch, amount)
+        };
+        if status == PaymentStatus::Success {
+            let c = self.truth.success_by_channel.entry(channel).or_default();
+            c.0 += 1;
+            c.1 += amount;
+            let undone = self.last_undone;
+            let counts = undone < amount;
+            let n = self.truth.net_by_channel.entry(channel).or_default();
+            n.0 += u64::from(counts);
+            n.1 += amount - undone;
+            let k = self
+                .truth
+                .by_kab_kota
+                .entry(self.merchants[i].kab)
+                .or_default();
+            k.0 += 1;
+            k.1 += amount;
+            k.2 += u64::from(counts);
+            k.3 += amount - undone;
         }
         for msg in msgs {
             if late {
@@ -783,6 +875,164 @@ impl Stream {
             } else {
                 self.send(day, msg, out);
             }
+        }
+    }
+
+    /// Counts a row that must land (and whether it lies within 2 s of 00:00 WIB).
+    fn landed_row(&mut self, f: Family, t: i64) {
+        match f {
+            Family::Qris => self.truth.qris_payments += 1,
+            Family::Noncash => self.truth.noncash_payments += 1,
+            Family::Merchants => self.truth.merchant_versions += 1,
+        }
+        let s = (t.div_euclid(1000) + WIB_MS / 1000).rem_euclid(86_400);
+        if s <= 2 || s >= 86_398 {
+            self.truth.rows_near_midnight += 1;
+        }
+    }
+
+    /// What happens to a successful payment made at `t` afterwards: a same-day cancellation,
+    /// or refunds (time, refunded amount, whether partial). Refunds after the range are not
+    /// produced. Sets `last_undone` to what they take off the payment's value.
+    fn plan_undos(&mut self, t: i64, amount: i64) -> (Option<i64>, Vec<(i64, i64, bool)>) {
+        let end = (self.spec.last_day + 1) * DAY_MS - WIB_MS;
+        let rng = &mut self.rng;
+        self.last_undone = 0;
+        if rng.random_bool(self.spec.cancel_after) {
+            let at = (t + rng.random_range(60_000..600_000)).min(end - 1);
+            self.last_undone = amount;
+            return (Some(at), Vec::new());
+        }
+        if !rng.random_bool(self.spec.refund) {
+            return (None, Vec::new());
+        }
+        // Mostly days later, a fifth the same day.
+        let delay = if rng.random_bool(0.2) {
+            rng.random_range(600_000..6 * 3_600_000)
+        } else {
+            rng.random_range(1..=20) * DAY_MS + rng.random_range(-3 * 3_600_000..3 * 3_600_000)
+        };
+        let first = t + delay;
+        let mut refunds = Vec::new();
+        if rng.random_bool(self.spec.partial_refund) && amount >= 2_000 {
+            let part =
+                (amount * rng.random_range(10..90) / 100 / 500 * 500).clamp(500, amount - 500);
+            refunds.push((first, part, true));
+            if rng.random_bool(0.5) {
+                let second = first + rng.random_range(1..=5) * DAY_MS;
+                refunds.push((second, amount - part, true));
+            }
+        } else {
+            refunds.push((first, amount, false));
+        }
+        refunds.retain(|r| r.0 < end);
+        self.last_undone = refunds.iter().map(|r| r.1).sum::<i64>().min(amount);
+        (None, refunds)
+    }
+
+    /// Publishes `msg` today, or holds it for `publish_day`, with the usual chance of a
+    /// redelivery.
+    fn send_on(&mut self, today: i64, publish_day: i64, msg: Msg, out: &mut Vec<Msg>) {
+        if publish_day <= today {
+            self.send(today, msg, out);
+        } else {
+            if self.rng.random_bool(self.spec.redeliver) {
+                *self.truth.redeliveries.entry(msg.family).or_default() += 1;
+                let later = publish_day + self.rng.random_range(0..2);
+                self.held.push((later, msg.clone()));
+            }
+            self.held.push((publish_day, msg));
+        }
+    }
+
+    fn day_of(t: i64) -> i64 {
+        (t + WIB_MS).div_euclid(DAY_MS)
+    }
+
+    /// The cancellation or refunds of a successful QRIS payment, each published on its own day.
+    /// A full refund is sometimes reported the revision-1 way (the payment's own RRN, no
+    /// original fields); the others name the payment (`original_rrn`) and carry their own RRN
+    /// and reference.
+    fn qris_undos(&mut self, paid: &QrisPayment, amount: i64, day: i64, out: &mut Vec<Msg>) {
+        let (void, refunds) = self.plan_undos(paid.event_time, amount);
+        let mut undos = Vec::new();
+        if let Some(at) = void {
+            let mut c = paid.clone();
+            c.event_id = uuid(&mut self.rng);
+            c.status = PaymentStatus::Cancelled;
+            c.event_time = at;
+            self.truth.voided += 1;
+            undos.push(c);
+        }
+        let single = refunds.len() == 1;
+        for (at, part, partial) in refunds {
+            self.refund_no += 1;
+            let mut r = paid.clone();
+            r.event_id = uuid(&mut self.rng);
+            r.status = PaymentStatus::Refunded;
+            r.event_time = at;
+            if !(single && !partial && self.rng.random_bool(0.3)) {
+                r.rrn = format!("{:012}", 700_000_000_000 + self.refund_no);
+                r.original_rrn = Some(paid.rrn.clone());
+                r.original_reference_no = paid.acquirer_reference.clone();
+                r.original_event_time = Some(paid.event_time);
+                r.refund_reference = Some(format!("RF{:010}", self.refund_no));
+                r.refund_amount = partial.then(|| format!("{part}.00"));
+            }
+            self.truth.refunds += 1;
+            undos.push(r);
+        }
+        for u in undos {
+            self.landed_row(Family::Qris, u.event_time);
+            let msg = Msg {
+                family: Family::Qris,
+                key: u.nmid.clone().into_bytes(),
+                payload: encode(&self.schemas[0], QRIS_ID, &u).expect("qris encodes"),
+            };
+            // On its own day: a refund of a payment published late can come first.
+            self.send_on(day, Self::day_of(u.event_time), msg, out);
+        }
+    }
+
+    /// The same for a non-cash payment (`original_reference_number` names the payment).
+    fn noncash_undos(&mut self, paid: &NoncashPayment, amount: i64, day: i64, out: &mut Vec<Msg>) {
+        let (void, refunds) = self.plan_undos(paid.event_time, amount);
+        let mut undos = Vec::new();
+        if let Some(at) = void {
+            let mut c = paid.clone();
+            c.event_id = uuid(&mut self.rng);
+            c.status = PaymentStatus::Cancelled;
+            c.event_time = at;
+            self.truth.voided += 1;
+            undos.push(c);
+        }
+        let single = refunds.len() == 1;
+        for (at, part, partial) in refunds {
+            self.refund_no += 1;
+            let mut r = paid.clone();
+            r.event_id = uuid(&mut self.rng);
+            r.status = PaymentStatus::Refunded;
+            r.event_time = at;
+            if !(single && !partial && self.rng.random_bool(0.3)) {
+                r.reference_number = format!("RFD{:011}", self.refund_no);
+                r.original_reference_number = Some(paid.reference_number.clone());
+                r.original_reference_no = paid.provider_reference.clone();
+                r.original_event_time = Some(paid.event_time);
+                r.refund_reference = Some(format!("RF{:010}", self.refund_no));
+                r.refund_amount = partial.then(|| format!("{part}.00"));
+            }
+            self.truth.refunds += 1;
+            undos.push(r);
+        }
+        for u in undos {
+            self.landed_row(Family::Noncash, u.event_time);
+            let msg = Msg {
+                family: Family::Noncash,
+                key: format!("{}:{}", u.acquirer_id, u.merchant_id).into_bytes(),
+                payload: encode(&self.schemas[1], NONCASH_ID, &u).expect("noncash encodes"),
+            };
+            // On its own day: a refund of a payment published late can come first.
+            self.send_on(day, Self::day_of(u.event_time), msg, out);
         }
     }
 
@@ -966,9 +1216,9 @@ mod tests {
             ..small()
         });
         let of = |f: Family| msgs.iter().filter(|m| m.family == f).collect::<Vec<_>>();
-        check::<QrisPayment>(crate::traffic::V1, QRIS_ID, &of(Family::Qris));
+        check::<QrisPayment>(crate::traffic::CURRENT, QRIS_ID, &of(Family::Qris));
         check::<NoncashPayment>(
-            crate::noncash_traffic::SCHEMA,
+            crate::noncash_traffic::CURRENT,
             NONCASH_ID,
             &of(Family::Noncash),
         );
@@ -982,7 +1232,20 @@ mod tests {
     #[test]
     fn truth_adds_up() {
         let (msgs, t) = all(small());
-        assert_eq!(t.qris_payments + t.noncash_payments, 3_000);
+        // Every payment is a row, and so is every refund and cancellation of a paid payment.
+        assert_eq!(
+            t.qris_payments + t.noncash_payments,
+            3_000 + t.refunds + t.voided
+        );
+        assert!(t.refunds > 0 && t.unlinked_refunds <= t.refunds && t.midnight_doubles > 0);
+        let (gross, net): (u64, u64) = t
+            .success_by_channel
+            .keys()
+            .map(|c| (t.success_by_channel[c].0, t.net_by_channel[c].0))
+            .fold((0, 0), |a, x| (a.0 + x.0, a.1 + x.1));
+        assert!(net < gross);
+        let by_kab: u64 = t.by_kab_kota.values().map(|k| k.0).sum();
+        assert_eq!(by_kab, gross);
         for f in [Family::Qris, Family::Noncash, Family::Merchants] {
             let rows = match f {
                 Family::Qris => t.qris_payments,

@@ -682,7 +682,7 @@ pub async fn baseline(
         .args([
             "--schema",
             &root
-                .join("schemas/avro/qris_payment.rev1.avsc")
+                .join("schemas/avro/qris_payment.avsc")
                 .to_string_lossy(),
         ])
         .args(["--report", &report.to_string_lossy()])

@@ -11,6 +11,9 @@ use umkm_core::avro::encode;
 use crate::traffic::{Plan, garbage, kecamatan_codes, log_normal_amount, now_ms};
 
 pub const SCHEMA: &str = include_str!("../../schemas/avro/noncash_payment.rev1.avsc");
+/// The current revision (2) of the non-cash contract, registry id [`CURRENT_ID`].
+pub const CURRENT: &str = include_str!("../../schemas/avro/noncash_payment.avsc");
+pub const CURRENT_ID: u32 = 5;
 /// Registry id of the non-cash v1 contract (schemas/avro/registry.json).
 pub const SCHEMA_ID: u32 = 2;
 

@@ -11,7 +11,11 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use umkm_core::avro::encode;
 
+/// Revision 1 of the QRIS contract (registry id 1): what the tests' revision-1 writers use.
 pub const V1: &str = include_str!("../../schemas/avro/qris_payment.rev1.avsc");
+/// The current revision (2) of the QRIS contract, registry id [`CURRENT_ID`].
+pub const CURRENT: &str = include_str!("../../schemas/avro/qris_payment.avsc");
+pub const CURRENT_ID: u32 = 4;
 pub const V2: &str = include_str!("../fixtures/qris_payment_v2.avsc");
 /// Registry id of the v2 fixture in the tests' file registry.
 pub const V2_ID: u32 = 12;

@@ -5,8 +5,9 @@
 //! published before its payment, a cancellation, a refund of an unknown payment, a revision-1
 //! refund without original references, redelivered refunds, and issuer + acquirer reports 1.5 s
 //! apart around 00:00 WIB. Gross, undone, net, refund and unlinked figures and the net-active
-//! merchants per month must equal what is computed here from the same events, in the view and in
-//! the snapshot after `refresh-metrics`.
+//! merchants per month x kab/kota x sector must equal what is computed here from the same events,
+//! in the view and in the snapshot after `refresh-metrics`, and so must new adopters and
+//! retention on the same (net) basis.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -39,6 +40,16 @@ struct Modelled {
     cancelled: bool,
 }
 
+/// Where merchant `i` reports itself (kecamatan, its kab/kota, MCC, the MCC's sector): none of
+/// them is registered, so the metrics attribute them there.
+fn cell(i: usize) -> (&'static str, &'static str, &'static str, &'static str) {
+    match i {
+        1 => ("36.03.01", "36.03", "5812", "food_beverage"),
+        2 => ("36.71.01", "36.71", "5812", "food_beverage"),
+        _ => ("36.04.19", "36.04", "5948", "fashion"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refunds_reach_their_payment_and_midnight_doubles_are_one_payment() -> Result<()> {
     let env = Env::from_env();
@@ -53,8 +64,8 @@ async fn refunds_reach_their_payment_and_midnight_doubles_are_one_payment() -> R
     let merchant = |i: usize| traffic::Merchant {
         nmid: format!("ID10{:011}", 41_000_000 + i),
         pan: "9360000812345678".into(),
-        mcc: "5812",
-        region: "36.03.01",
+        mcc: cell(i).2,
+        region: cell(i).0,
         criteria: qris_consumer::MerchantCriteria::UMI,
         name: format!("R{i}"),
     };
@@ -255,13 +266,14 @@ async fn refunds_reach_their_payment_and_midnight_doubles_are_one_payment() -> R
     .await?;
     ensure!(linked.trim() == "8\t1", "linked / unlinked undos: {linked}");
 
-    // Expected per month (all three merchants are unregistered: Balaraja, food_beverage).
-    let mut want: BTreeMap<&str, MonthFigures> = BTreeMap::new();
+    // Expected per month x kab/kota x sector, from the model.
+    let mut want: BTreeMap<(&str, &str, &str), MonthFigures> = BTreeMap::new();
     for m in &model {
         let refunded: i64 = m.refunds.iter().sum::<i64>().min(m.amount);
         let undone_value = if m.cancelled { m.amount } else { refunded };
         let fully = m.cancelled || refunded >= m.amount;
-        let e = want.entry(m.month).or_default();
+        let (_, kab, _, sector) = cell(m.merchant);
+        let e = want.entry((m.month, kab, sector)).or_default();
         e.1 += 1;
         e.2 += m.amount;
         e.3 += i64::from(fully);
@@ -272,35 +284,40 @@ async fn refunds_reach_their_payment_and_midnight_doubles_are_one_payment() -> R
             e.0.insert(m.merchant);
         }
     }
-    // Refund activity in the period it happened: every refund row, unlinked ones included.
-    let (refunds_sep, refunds_oct) = (0, 9);
+    // Refund activity in the period it happened, every refund row (unlinked ones included):
+    // merchant 1 made eight refunds in October (one of an unknown payment), merchant 2 one.
+    let refunds_in = |month: &str, kab: &str| match (month, kab) {
+        ("2026-10-01", "36.03") => (8, 1),
+        ("2026-10-01", "36.71") => (1, 0),
+        _ => (0, 0),
+    };
+    // A cell with refunds only (merchant 2 in October) is a row of its own.
+    want.entry(("2026-10-01", "36.71", "food_beverage"))
+        .or_default();
     let expected: Vec<String> = want
         .iter()
-        .map(|(month, (active, n, v, un, uv, nn, nv))| {
-            let (refunds, unlinked) = if *month == "2026-09-01" {
-                (refunds_sep, 0)
-            } else {
-                (refunds_oct, 1)
-            };
+        .map(|((month, kab, sector), (active, n, v, un, uv, nn, nv))| {
+            let (refunds, unlinked) = refunds_in(month, kab);
             format!(
-                "{month}\t{}\t{n}\t{v}\t{un}\t{uv}\t{nn}\t{nv}\t{refunds}\t{unlinked}",
+                "{month}\t{kab}\t{sector}\t{}\t{n}\t{v}\t{un}\t{uv}\t{nn}\t{nv}\t{refunds}\t{unlinked}",
                 active.len()
             )
         })
         .collect();
     let query = |table: &str| {
         format!(
-            "SELECT toString(month) AS m, uniqExactIf(merchant_key, net_count > 0), sum(success_count), \
-             sum(success_value_idr), sum(undone_count), sum(undone_value_idr), sum(net_count), \
-             sum(net_value_idr), sum(refund_count), sum(unlinked_refund_count) FROM {db}.{table} \
-             GROUP BY m ORDER BY m FORMAT TabSeparated"
+            "SELECT toString(month) AS m, kab_kota_code, sector, uniqExactIf(merchant_key, net_count > 0), \
+             sum(success_count), sum(success_value_idr), sum(undone_count), sum(undone_value_idr), \
+             sum(net_count), sum(net_value_idr), sum(refund_count), sum(unlinked_refund_count) \
+             FROM {db}.{table} GROUP BY m, kab_kota_code, sector ORDER BY m, kab_kota_code, sector \
+             FORMAT TabSeparated"
         )
     };
     let got = ch(&env, &query("v_merchant_activity_monthly")).await?;
     let got: Vec<String> = got.lines().map(String::from).collect();
     ensure!(
         got == expected,
-        "net activity by month:\n{got:#?}\nexpected\n{expected:#?}"
+        "net activity by month, kab/kota and sector:\n{got:#?}\nexpected\n{expected:#?}"
     );
     let out = std::process::Command::new(umkm_e2e::service_bin("qris-consumer"))
         .arg("refresh-metrics")
@@ -323,9 +340,70 @@ async fn refunds_reach_their_payment_and_midnight_doubles_are_one_payment() -> R
     let snap: Vec<String> = snap.lines().map(String::from).collect();
     ensure!(
         snap == expected,
-        "snapshot by month:\n{snap:#?}\nexpected\n{expected:#?}"
+        "snapshot by month, kab/kota and sector:\n{snap:#?}\nexpected\n{expected:#?}"
     );
-    println!("refunds: per month\n{}", got.join("\n"));
+    // New adopters (first month with a payment that still counts) and retention, on the same
+    // basis: merchant 2's only payment was refunded in full, so it never adopted.
+    let mut active_months: BTreeMap<usize, BTreeSet<&str>> = BTreeMap::new();
+    for m in &model {
+        let refunded: i64 = m.refunds.iter().sum();
+        if !m.cancelled && refunded < m.amount {
+            active_months.entry(m.merchant).or_default().insert(m.month);
+        }
+    }
+    let mut adopters: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
+    for (merchant, months) in &active_months {
+        let (_, kab, _, sector) = cell(*merchant);
+        let first = months.iter().next().copied().unwrap_or_default();
+        *adopters.entry((first, kab, sector)).or_default() += 1;
+    }
+    let want_adopters: Vec<String> = adopters
+        .iter()
+        .map(|((m, k, s), n)| format!("{m}\t{k}\t{s}\t{n}"))
+        .collect();
+    let got_adopters: Vec<String> = ch(
+        &env,
+        &format!(
+            "SELECT toString(first), kab, sec, count() FROM (SELECT merchant_key, min(month) AS first, \
+             any(kab_kota_code) AS kab, any(sector) AS sec FROM {db}.adoption_merchant_monthly \
+             WHERE net_count > 0 GROUP BY merchant_key) GROUP BY first, kab, sec ORDER BY first, kab, sec \
+             FORMAT TabSeparated"
+        ),
+    )
+    .await?
+    .lines()
+    .map(String::from)
+    .collect();
+    ensure!(
+        got_adopters == want_adopters,
+        "new adopters {got_adopters:?}, expected {want_adopters:?}"
+    );
+    let was = active_months
+        .values()
+        .filter(|m| m.contains("2026-09-01"))
+        .count();
+    let kept = active_months
+        .values()
+        .filter(|m| m.contains("2026-09-01") && m.contains("2026-10-01"))
+        .count();
+    let retention = ch(
+        &env,
+        &format!(
+            "SELECT countIf(has(ms, toDate('2026-09-01'))), \
+             countIf(has(ms, toDate('2026-09-01')) AND has(ms, toDate('2026-10-01'))) \
+             FROM (SELECT merchant_key, groupUniqArray(month) AS ms FROM {db}.adoption_merchant_monthly \
+             WHERE net_count > 0 GROUP BY merchant_key) FORMAT TabSeparated"
+        ),
+    )
+    .await?;
+    ensure!(
+        retention.trim() == format!("{was}\t{kept}"),
+        "retention into October (active in September, and also in October): {retention}, expected {was} {kept}"
+    );
+    println!(
+        "refunds: per month, kab/kota and sector\n{}\nnew adopters {got_adopters:?}; retention into October {kept}/{was}",
+        got.join("\n")
+    );
     for mut c in [qc, nc, mc] {
         ensure!(c.terminate(Duration::from_secs(30))? == 0);
     }

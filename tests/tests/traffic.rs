@@ -162,9 +162,67 @@ async fn the_ground_truth_is_exactly_what_lands() -> Result<()> {
         got_ch == want_ch,
         "success by channel {got_ch:?}, expected {want_ch:?}"
     );
+    // Net of refunds and cancellations (in the payment's period), by channel and by kab/kota,
+    // and the refunds whose payment is not in the data.
+    let tsv = |rows: String| -> Vec<String> { rows.lines().map(String::from).collect() };
+    let got_net = tsv(
+        umkm_e2e::ch(
+            &env,
+            &format!(
+                "SELECT channel, sum(net_count), sum(net_value_idr) FROM {db}.v_merchant_activity_monthly GROUP BY channel ORDER BY channel FORMAT TabSeparated"
+            ),
+        )
+        .await?,
+    );
+    let mut want_net: Vec<String> = t["net_by_channel"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(ch, v)| format!("{ch}\t{}\t{}", v[0], v[1]))
+        .collect();
+    want_net.sort();
+    ensure!(
+        got_net == want_net,
+        "net by channel {got_net:?}, expected {want_net:?}"
+    );
+    let got_kab = tsv(
+        umkm_e2e::ch(
+            &env,
+            &format!(
+                "SELECT kab_kota_code, sum(success_count), sum(success_value_idr), sum(net_count), sum(net_value_idr) FROM {db}.v_merchant_activity_monthly GROUP BY kab_kota_code ORDER BY kab_kota_code FORMAT TabSeparated"
+            ),
+        )
+        .await?,
+    );
+    let want_kab: Vec<String> = t["by_kab_kota"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}\t{}\t{}\t{}\t{}", v[0], v[1], v[2], v[3]))
+        .collect();
+    ensure!(
+        got_kab == want_kab,
+        "gross and net by kab/kota {got_kab:?}, expected {want_kab:?}"
+    );
+    let unlinked = ch_u64(
+        &env,
+        &format!("SELECT count() FROM {db}.v_payment_undos WHERE linked = 0 AND refund_rows > 0"),
+    )
+    .await?;
+    let want_unlinked = t["unlinked_refunds"].as_u64().unwrap_or(u64::MAX);
+    ensure!(
+        unlinked == want_unlinked,
+        "unlinked refunds {unlinked}, expected {want_unlinked}"
+    );
+    ensure!(
+        t["refunds"].as_u64().unwrap_or(0) > 0 && t["midnight_doubles"].as_u64().unwrap_or(0) > 0,
+        "the traffic had no refunds or no midnight doubles: {t}"
+    );
     println!(
-        "traffic: {published} messages (seed 11); landed {} = ground truth; DLQ exact per rule; success by channel {got_ch:?}",
-        landed.join(", ")
+        "traffic: {published} messages (seed 11); landed {} = ground truth; DLQ exact per rule; success by channel {got_ch:?}; net {got_net:?}; {} refunds ({unlinked} unlinked), {} midnight doubles",
+        landed.join(", "),
+        t["refunds"],
+        t["midnight_doubles"]
     );
     let (mut q, mut n, mut m) = (d.qris_proc, d.noncash_proc, d.merchants_proc);
     for c in [&mut q, &mut n, &mut m] {

@@ -64,7 +64,7 @@ async fn core(events: usize, runs: usize, batch: usize) -> Result<(f64, f64)> {
     }
     let mut decoder = Decoder::new(<Qris as Family>::READER_SCHEMA)?;
     decoder
-        .register(1, umkm_e2e::traffic::V1)
+        .register(umkm_e2e::traffic::CURRENT_ID, umkm_e2e::traffic::CURRENT)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let family = Qris::new(
         PiiHasher::new(b"bench-only-pii-key-0123456789").map_err(anyhow::Error::msg)?,

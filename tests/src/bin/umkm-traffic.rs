@@ -16,6 +16,12 @@
 //!   --redeliver F            share of messages sent twice (default 0.02)
 //!   --late F                 share of payments published 1-5 days late (default 0.01)
 //!   --bad-each N             bad records of each kind per topic (default 5)
+//!   --refund F               share of successful payments refunded later (default 0.012)
+//!   --partial-refund F       share of refunds that are partial (default 0.3)
+//!   --cancel-after F         share of successful payments cancelled the same day (default 0.003)
+//!   --unknown-refund F       refunds of payments not in the data, per payment (default 0.0005)
+//!   --midnight F             share of double reports made at 00:00 WIB with the two clocks
+//!                            1.5 s apart across midnight (default 0.01)
 //!   --qris-topic T  --noncash-topic T  --merchant-topic T   (defaults: the project's topics)
 //!   --summary-json FILE      write the ground truth as JSON
 //!   --dry-run                generate and summarise without publishing
@@ -90,6 +96,11 @@ fn opts() -> Result<Opts> {
             "--redeliver" => spec.redeliver = val()?.parse()?,
             "--late" => spec.late = val()?.parse()?,
             "--bad-each" => spec.bad_each = val()?.parse()?,
+            "--refund" => spec.refund = val()?.parse()?,
+            "--partial-refund" => spec.partial_refund = val()?.parse()?,
+            "--cancel-after" => spec.cancel_after = val()?.parse()?,
+            "--unknown-refund" => spec.unknown_refund = val()?.parse()?,
+            "--midnight" => spec.midnight = val()?.parse()?,
             "--qris-topic" => topics[0] = val()?,
             "--noncash-topic" => topics[1] = val()?,
             "--merchant-topic" => topics[2] = val()?,
@@ -108,6 +119,11 @@ fn opts() -> Result<Opts> {
         ("--double-report", spec.double_report),
         ("--redeliver", spec.redeliver),
         ("--late", spec.late),
+        ("--refund", spec.refund),
+        ("--partial-refund", spec.partial_refund),
+        ("--cancel-after", spec.cancel_after),
+        ("--unknown-refund", spec.unknown_refund),
+        ("--midnight", spec.midnight),
     ] {
         if !(0.0..=1.0).contains(&f) {
             bail!("{name} must be between 0 and 1");
@@ -361,6 +377,18 @@ async fn main() -> Result<()> {
         t.bad_total(Family::Merchants)
     );
     println!("  late payments      {:>9}", t.late_payments);
+    println!(
+        "  refunds            {:>9} rows  ({} of payments not in the data); {} cancellations of paid payments",
+        t.refunds, t.unlinked_refunds, t.voided
+    );
+    println!(
+        "  midnight doubles   {:>9}  (issuer and acquirer 1.5 s apart across 00:00 WIB: one payment each)",
+        t.midnight_doubles
+    );
+    for (c, (n, v)) in &t.success_by_channel {
+        let (nn, nv) = t.net_by_channel.get(c).copied().unwrap_or_default();
+        println!("  {c:<9} gross {n:>9} payments Rp{v:>15}   net {nn:>9} payments Rp{nv:>15}");
+    }
     println!("  stream digest      {}", digest.hex());
     for (f, rules) in &t.bad {
         println!("  DLQ {f:?}: {rules:?}");
