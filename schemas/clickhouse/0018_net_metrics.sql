@@ -102,23 +102,17 @@ FROM
             cancelled_count AS u_cancelled, failed_count AS u_failed
         FROM ${database}.payments_merchant_monthly
         UNION ALL
-        SELECT toStartOfMonth(payment_date) AS month, merchant_ref, channel, instrument,
+        -- What refunds and cancellations undo, in the period of the payment (linked), and the
+        -- refunds of payments not in the data, in the period of their first refund: one pass.
+        SELECT toStartOfMonth(if(linked = 1, payment_date, first_undo_date)) AS month, merchant_ref, channel, instrument,
             reported_kab_kota_code AS r_kab_kota_code, reported_kecamatan_code AS r_kecamatan_code,
             reported_sector AS r_sector, toUInt64(0) AS u_success, toInt64(0) AS u_success_value,
             toUInt64(fully_undone) AS u_undone, toInt64(undone_value_idr) AS u_undone_value,
-            toUInt64(0) AS u_refund, toInt64(0) AS u_refund_value, toUInt64(0) AS u_unlinked,
+            toUInt64(0) AS u_refund, toInt64(0) AS u_refund_value,
+            toUInt64(if(linked = 1, 0, refund_rows)) AS u_unlinked,
             toUInt64(0) AS u_cancelled, toUInt64(0) AS u_failed
         FROM ${database}.v_payment_undos
-        WHERE linked = 1
-        UNION ALL
-        SELECT toStartOfMonth(first_undo_date) AS month, merchant_ref, channel, instrument,
-            reported_kab_kota_code AS r_kab_kota_code, reported_kecamatan_code AS r_kecamatan_code,
-            reported_sector AS r_sector, toUInt64(0) AS u_success, toInt64(0) AS u_success_value,
-            toUInt64(0) AS u_undone, toInt64(0) AS u_undone_value,
-            toUInt64(0) AS u_refund, toInt64(0) AS u_refund_value, toUInt64(refund_rows) AS u_unlinked,
-            toUInt64(0) AS u_cancelled, toUInt64(0) AS u_failed
-        FROM ${database}.v_payment_undos
-        WHERE linked = 0 AND refund_rows > 0
+        WHERE linked = 1 OR refund_rows > 0
     ) AS umkm_activity_rows_
     GROUP BY month, merchant_ref, channel, instrument, r_kab_kota_code, r_kecamatan_code, r_sector
 ) AS umkm_activity_
@@ -165,23 +159,17 @@ FROM
             cancelled_count AS u_cancelled, failed_count AS u_failed
         FROM ${database}.payments_merchant_daily
         UNION ALL
-        SELECT payment_date AS event_date, merchant_ref, channel, instrument,
+        -- What refunds and cancellations undo, in the period of the payment (linked), and the
+        -- refunds of payments not in the data, in the period of their first refund: one pass.
+        SELECT if(linked = 1, payment_date, first_undo_date) AS event_date, merchant_ref, channel, instrument,
             reported_kab_kota_code AS r_kab_kota_code, reported_kecamatan_code AS r_kecamatan_code,
             reported_sector AS r_sector, toUInt64(0) AS u_success, toInt64(0) AS u_success_value,
             toUInt64(fully_undone) AS u_undone, toInt64(undone_value_idr) AS u_undone_value,
-            toUInt64(0) AS u_refund, toInt64(0) AS u_refund_value, toUInt64(0) AS u_unlinked,
+            toUInt64(0) AS u_refund, toInt64(0) AS u_refund_value,
+            toUInt64(if(linked = 1, 0, refund_rows)) AS u_unlinked,
             toUInt64(0) AS u_cancelled, toUInt64(0) AS u_failed
         FROM ${database}.v_payment_undos
-        WHERE linked = 1
-        UNION ALL
-        SELECT first_undo_date AS event_date, merchant_ref, channel, instrument,
-            reported_kab_kota_code AS r_kab_kota_code, reported_kecamatan_code AS r_kecamatan_code,
-            reported_sector AS r_sector, toUInt64(0) AS u_success, toInt64(0) AS u_success_value,
-            toUInt64(0) AS u_undone, toInt64(0) AS u_undone_value,
-            toUInt64(0) AS u_refund, toInt64(0) AS u_refund_value, toUInt64(refund_rows) AS u_unlinked,
-            toUInt64(0) AS u_cancelled, toUInt64(0) AS u_failed
-        FROM ${database}.v_payment_undos
-        WHERE linked = 0 AND refund_rows > 0
+        WHERE linked = 1 OR refund_rows > 0
     ) AS umkm_activity_rows_
     GROUP BY event_date, merchant_ref, channel, instrument, r_kab_kota_code, r_kecamatan_code, r_sector
 ) AS umkm_activity_

@@ -566,7 +566,7 @@ fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, Stri
         }
     }
     e.insert(
-        "New adopters by kab/kota (first ever successful digital payment in the period)",
+        "New adopters by kab/kota (first ever payment that still counts after refunds, in the period)",
         new_by_kab
             .iter()
             .map(|(k, n)| format!("{},{n}", q(k)))
