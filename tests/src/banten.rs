@@ -222,6 +222,104 @@ struct Merchant {
     close_day: Option<i64>,
 }
 
+/// One refund of a payment, as the model plans it.
+struct Refund {
+    event_id: String,
+    at: i64,
+    /// Its number, for its own reference (and RRN).
+    no: u64,
+    /// The refunded part; `None` for the whole payment.
+    amount: Option<i64>,
+}
+
+/// A payment report that can be cancelled or refunded (the two payment contracts).
+trait Undoable: Serialize + Clone {
+    const FAMILY: Family;
+    /// Index into `Stream::schemas`, and the registry id.
+    const SCHEMA: usize;
+    const SCHEMA_ID: u32;
+    fn event_time(&self) -> i64;
+    fn message_key(&self) -> Vec<u8>;
+    fn cancelled(&self, event_id: String, at: i64) -> Self;
+    /// The refund report; `named`: with its own reference, naming the payment (revision 2),
+    /// else repeating the payment's reference (revision 1).
+    fn refund(&self, r: Refund, named: bool) -> Self;
+}
+
+impl Undoable for QrisPayment {
+    const FAMILY: Family = Family::Qris;
+    const SCHEMA: usize = 0;
+    const SCHEMA_ID: u32 = QRIS_ID;
+    fn event_time(&self) -> i64 {
+        self.event_time
+    }
+    fn message_key(&self) -> Vec<u8> {
+        self.nmid.clone().into_bytes()
+    }
+    fn cancelled(&self, event_id: String, at: i64) -> Self {
+        QrisPayment {
+            event_id,
+            status: PaymentStatus::Cancelled,
+            event_time: at,
+            ..self.clone()
+        }
+    }
+    fn refund(&self, r: Refund, named: bool) -> Self {
+        let mut p = QrisPayment {
+            event_id: r.event_id,
+            status: PaymentStatus::Refunded,
+            event_time: r.at,
+            ..self.clone()
+        };
+        if named {
+            p.rrn = format!("{:012}", 700_000_000_000 + r.no);
+            p.original_rrn = Some(self.rrn.clone());
+            p.original_reference_no = self.acquirer_reference.clone();
+            p.original_event_time = Some(self.event_time);
+            p.refund_reference = Some(format!("RF{:010}", r.no));
+            p.refund_amount = r.amount.map(|a| format!("{a}.00"));
+        }
+        p
+    }
+}
+
+impl Undoable for NoncashPayment {
+    const FAMILY: Family = Family::Noncash;
+    const SCHEMA: usize = 1;
+    const SCHEMA_ID: u32 = NONCASH_ID;
+    fn event_time(&self) -> i64 {
+        self.event_time
+    }
+    fn message_key(&self) -> Vec<u8> {
+        format!("{}:{}", self.acquirer_id, self.merchant_id).into_bytes()
+    }
+    fn cancelled(&self, event_id: String, at: i64) -> Self {
+        NoncashPayment {
+            event_id,
+            status: PaymentStatus::Cancelled,
+            event_time: at,
+            ..self.clone()
+        }
+    }
+    fn refund(&self, r: Refund, named: bool) -> Self {
+        let mut p = NoncashPayment {
+            event_id: r.event_id,
+            status: PaymentStatus::Refunded,
+            event_time: r.at,
+            ..self.clone()
+        };
+        if named {
+            p.reference_number = format!("RFD{:011}", r.no);
+            p.original_reference_number = Some(self.reference_number.clone());
+            p.original_reference_no = self.provider_reference.clone();
+            p.original_event_time = Some(self.event_time);
+            p.refund_reference = Some(format!("RF{:010}", r.no));
+            p.refund_amount = r.amount.map(|a| format!("{a}.00"));
+        }
+        p
+    }
+}
+
 pub struct Stream {
     spec: Spec,
     rng: StdRng,
@@ -736,7 +834,7 @@ impl Stream {
             }
             self.landed_row(Family::Qris, t);
             if status == PaymentStatus::Success {
-                self.qris_undos(&paid, amount, day, out);
+                self.undos(&paid, amount, day, out);
             }
             if self.rng.random_bool(self.spec.unknown_refund) {
                 // A refund of a payment this data never saw (older than the range, say).
@@ -841,7 +939,7 @@ impl Stream {
             }
             self.landed_row(Family::Noncash, t);
             if status == PaymentStatus::Success {
-                self.noncash_undos(&paid, amount, day, out);
+                self.undos(&paid, amount, day, out);
             }
             let ch = match instrument {
                 Instrument::DebitCard | Instrument::CreditCard => "card",
@@ -949,90 +1047,39 @@ impl Stream {
         (t + WIB_MS).div_euclid(DAY_MS)
     }
 
-    /// The cancellation or refunds of a successful QRIS payment, each published on its own day.
-    /// A full refund is sometimes reported the revision-1 way (the payment's own RRN, no
-    /// original fields); the others name the payment (`original_rrn`) and carry their own RRN
-    /// and reference.
-    fn qris_undos(&mut self, paid: &QrisPayment, amount: i64, day: i64, out: &mut Vec<Msg>) {
-        let (void, refunds) = self.plan_undos(paid.event_time, amount);
+    /// The cancellation or refunds of a successful payment, each published on its own day. A
+    /// full refund is sometimes reported the revision-1 way (the payment's own reference, no
+    /// original fields); the others name the payment and carry their own reference
+    /// ([`Undoable::refund`]).
+    fn undos<P: Undoable>(&mut self, paid: &P, amount: i64, day: i64, out: &mut Vec<Msg>) {
+        let (void, refunds) = self.plan_undos(paid.event_time(), amount);
         let mut undos = Vec::new();
         if let Some(at) = void {
-            let mut c = paid.clone();
-            c.event_id = uuid(&mut self.rng);
-            c.status = PaymentStatus::Cancelled;
-            c.event_time = at;
+            undos.push(paid.cancelled(uuid(&mut self.rng), at));
             self.truth.voided += 1;
-            undos.push(c);
         }
         let single = refunds.len() == 1;
         for (at, part, partial) in refunds {
             self.refund_no += 1;
-            let mut r = paid.clone();
-            r.event_id = uuid(&mut self.rng);
-            r.status = PaymentStatus::Refunded;
-            r.event_time = at;
-            if !(single && !partial && self.rng.random_bool(0.3)) {
-                r.rrn = format!("{:012}", 700_000_000_000 + self.refund_no);
-                r.original_rrn = Some(paid.rrn.clone());
-                r.original_reference_no = paid.acquirer_reference.clone();
-                r.original_event_time = Some(paid.event_time);
-                r.refund_reference = Some(format!("RF{:010}", self.refund_no));
-                r.refund_amount = partial.then(|| format!("{part}.00"));
-            }
+            let named = !(single && !partial && self.rng.random_bool(0.3));
+            let refund = Refund {
+                event_id: uuid(&mut self.rng),
+                at,
+                no: self.refund_no,
+                amount: partial.then_some(part),
+            };
+            undos.push(paid.refund(refund, named));
             self.truth.refunds += 1;
-            undos.push(r);
         }
         for u in undos {
-            self.landed_row(Family::Qris, u.event_time);
+            self.landed_row(P::FAMILY, u.event_time());
             let msg = Msg {
-                family: Family::Qris,
-                key: u.nmid.clone().into_bytes(),
-                payload: encode(&self.schemas[0], QRIS_ID, &u).expect("qris encodes"),
+                family: P::FAMILY,
+                key: u.message_key(),
+                payload: encode(&self.schemas[P::SCHEMA], P::SCHEMA_ID, &u).expect("encodes"),
             };
             // On its own day: a refund of a payment published late can come first.
-            self.send_on(day, Self::day_of(u.event_time), msg, out);
-        }
-    }
-
-    /// The same for a non-cash payment (`original_reference_number` names the payment).
-    fn noncash_undos(&mut self, paid: &NoncashPayment, amount: i64, day: i64, out: &mut Vec<Msg>) {
-        let (void, refunds) = self.plan_undos(paid.event_time, amount);
-        let mut undos = Vec::new();
-        if let Some(at) = void {
-            let mut c = paid.clone();
-            c.event_id = uuid(&mut self.rng);
-            c.status = PaymentStatus::Cancelled;
-            c.event_time = at;
-            self.truth.voided += 1;
-            undos.push(c);
-        }
-        let single = refunds.len() == 1;
-        for (at, part, partial) in refunds {
-            self.refund_no += 1;
-            let mut r = paid.clone();
-            r.event_id = uuid(&mut self.rng);
-            r.status = PaymentStatus::Refunded;
-            r.event_time = at;
-            if !(single && !partial && self.rng.random_bool(0.3)) {
-                r.reference_number = format!("RFD{:011}", self.refund_no);
-                r.original_reference_number = Some(paid.reference_number.clone());
-                r.original_reference_no = paid.provider_reference.clone();
-                r.original_event_time = Some(paid.event_time);
-                r.refund_reference = Some(format!("RF{:010}", self.refund_no));
-                r.refund_amount = partial.then(|| format!("{part}.00"));
-            }
-            self.truth.refunds += 1;
-            undos.push(r);
-        }
-        for u in undos {
-            self.landed_row(Family::Noncash, u.event_time);
-            let msg = Msg {
-                family: Family::Noncash,
-                key: format!("{}:{}", u.acquirer_id, u.merchant_id).into_bytes(),
-                payload: encode(&self.schemas[1], NONCASH_ID, &u).expect("noncash encodes"),
-            };
-            // On its own day: a refund of a payment published late can come first.
-            self.send_on(day, Self::day_of(u.event_time), msg, out);
+            self.send_on(day, Self::day_of(u.event_time()), msg, out);
         }
     }
 

@@ -394,6 +394,27 @@ pub fn consumer_bin() -> PathBuf {
 /// A service binary from the same target directory as the running binary: next to it (a bin
 /// such as `target/release/umkm-bench`) or one level up (a test binary in
 /// `target/<profile>/deps/`).
+/// Runs `<service> refresh-metrics` against `database` (the adoption snapshots' rebuild) and fails
+/// unless it exits 0 and reports the tables it refreshed.
+pub fn refresh_metrics(env: &Env, service: &str, database: &str) -> Result<()> {
+    let out = Command::new(service_bin(service))
+        .arg("refresh-metrics")
+        .env_clear()
+        .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
+        .env("UMKM_PII_HASH_KEY", PII_KEY)
+        .env("UMKM__CLICKHOUSE__DATABASE", database)
+        .env("UMKM__REGISTRY__DIR", repo_root().join("schemas/avro"))
+        .env("UMKM__LOG__FORMAT", "text")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && stdout.contains("refreshed"),
+        "refresh-metrics: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 pub fn service_bin(service: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     let here = exe.parent().map(|d| d.join(service));

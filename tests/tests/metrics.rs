@@ -238,24 +238,7 @@ async fn monthly_activity_is_exact_under_duplicates_refunds_late_events_and_move
     // The dashboards' snapshot, rebuilt by `refresh-metrics` (twice: a rebuild replaces, never
     // adds), holds the same numbers.
     for _ in 0..2 {
-        let out = std::process::Command::new(umkm_e2e::service_bin("merchant-consumer"))
-            .arg("refresh-metrics")
-            .env_clear()
-            .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
-            .env("UMKM_PII_HASH_KEY", umkm_e2e::PII_KEY)
-            .env("UMKM__CLICKHOUSE__DATABASE", &db)
-            .env(
-                "UMKM__REGISTRY__DIR",
-                umkm_e2e::repo_root().join("schemas/avro"),
-            )
-            .env("UMKM__LOG__FORMAT", "text")
-            .output()?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        ensure!(
-            out.status.success() && stdout.contains("refreshed"),
-            "refresh-metrics: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        umkm_e2e::refresh_metrics(&env, "merchant-consumer", &db)?;
         // Both snapshots, per month (the daily one's 120-day window holds all these events).
         for (table, month) in [
             ("adoption_merchant_monthly", "month"),

@@ -319,23 +319,7 @@ async fn refunds_reach_their_payment_and_midnight_doubles_are_one_payment() -> R
         got == expected,
         "net activity by month, kab/kota and sector:\n{got:#?}\nexpected\n{expected:#?}"
     );
-    let out = std::process::Command::new(umkm_e2e::service_bin("qris-consumer"))
-        .arg("refresh-metrics")
-        .env_clear()
-        .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
-        .env("UMKM_PII_HASH_KEY", umkm_e2e::PII_KEY)
-        .env("UMKM__CLICKHOUSE__DATABASE", &db)
-        .env(
-            "UMKM__REGISTRY__DIR",
-            umkm_e2e::repo_root().join("schemas/avro"),
-        )
-        .env("UMKM__LOG__FORMAT", "text")
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "refresh-metrics: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    umkm_e2e::refresh_metrics(&env, "qris-consumer", &db)?;
     let snap = ch(&env, &query("adoption_merchant_monthly")).await?;
     let snap: Vec<String> = snap.lines().map(String::from).collect();
     ensure!(
