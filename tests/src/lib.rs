@@ -652,6 +652,23 @@ impl ConsumerProc {
         Some((utime + stime) / 100.0)
     }
 
+    /// Waits up to `timeout` until the consumer has logged an assignment of partitions.
+    pub async fn wait_assigned(&self, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains("partitions assigned") {
+                return Ok(());
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "no partitions assigned within {timeout:?}:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub fn log_tail(&self) -> String {
         let t = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = t.lines().collect();
