@@ -213,21 +213,29 @@ pub struct ReportKeys {
     pub alt: Option<(Key, u16)>,
 }
 
+/// The hash domains of one family's keys, fixed strings so that computing keys allocates
+/// nothing for them (the hot path): `<family>-payment-v2` and `<family>-v2`.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyDomains {
+    pub payment: &'static str,
+    pub fact: &'static str,
+}
+
 /// `identity` is the family's payment identity without a date (e.g. NMID, RRN, amount in sen);
 /// `refund_reference` tells several refunds of one payment apart (empty otherwise).
 pub fn report_keys(
-    family: &str,
+    domains: KeyDomains,
     identity: &[&str],
     status: PaymentStatus,
     refund_reference: &str,
     time: EventTime,
     skew_ms: i64,
 ) -> ReportKeys {
-    let payment = Key::of(&format!("{family}-payment-v2"), identity);
+    let payment = Key::of(domains.payment, identity);
     let payment_hex = payment.hex_inline();
     let fact = |date: chrono::NaiveDate| {
         Key::of(
-            &format!("{family}-v2"),
+            domains.fact,
             &[
                 payment_hex.as_str(),
                 status.as_str(),
@@ -301,6 +309,11 @@ mod tests {
         assert_eq!(undo(later, Refunded).1, vec!["original_time_after_refund"]);
     }
 
+    const QRIS: KeyDomains = KeyDomains {
+        payment: "qris-payment-v2",
+        fact: "qris-v2",
+    };
+
     #[test]
     fn the_payment_key_has_no_date_and_the_fact_key_has_one() {
         use PaymentStatus::*;
@@ -311,12 +324,12 @@ mod tests {
         let week_later = EventTime {
             utc_ms: noon.utc_ms + 7 * 86_400_000,
         };
-        let pay = report_keys("qris", &id, Success, "", noon, 300_000);
-        let refund = report_keys("qris", &id, Refunded, "", week_later, 300_000);
+        let pay = report_keys(QRIS, &id, Success, "", noon, 300_000);
+        let refund = report_keys(QRIS, &id, Refunded, "", week_later, 300_000);
         assert_eq!(pay.payment, refund.payment);
         assert_ne!(pay.dedup, refund.dedup);
         assert_eq!(pay.alt, None);
-        let two = report_keys("qris", &id, Refunded, "RF-2", week_later, 300_000);
+        let two = report_keys(QRIS, &id, Refunded, "RF-2", week_later, 300_000);
         assert_ne!(two.dedup, refund.dedup);
         // 23:59:59.3 and 00:00:00.8 WIB: each one's alt is the other's key.
         let before = EventTime {
@@ -325,14 +338,25 @@ mod tests {
         let after = EventTime {
             utc_ms: 1_748_797_200_800,
         };
-        let a = report_keys("qris", &id, Success, "", before, 300_000);
-        let b = report_keys("qris", &id, Success, "", after, 300_000);
+        let a = report_keys(QRIS, &id, Success, "", before, 300_000);
+        let b = report_keys(QRIS, &id, Success, "", after, 300_000);
         assert_ne!(a.dedup, b.dedup);
         assert_eq!(a.alt.map(|x| x.0), Some(b.dedup));
         assert_eq!(b.alt.map(|x| x.0), Some(a.dedup));
         assert_eq!(a.alt.map(|x| x.1), Some(20_241));
         assert_ne!(
-            report_keys("card", &id, Success, "", noon, 0).payment,
+            report_keys(
+                KeyDomains {
+                    payment: "noncash-payment-v2",
+                    fact: "noncash-v2"
+                },
+                &id,
+                Success,
+                "",
+                noon,
+                0
+            )
+            .payment,
             pay.payment
         );
     }

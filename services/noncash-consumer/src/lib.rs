@@ -18,7 +18,8 @@ use umkm_core::fields::{
 };
 pub use umkm_core::payment::PaymentStatus;
 use umkm_core::payment::{
-    CommonChecked, CommonFields, UndoChecked, UndoFields, check_common, check_undo, report_keys,
+    CommonChecked, CommonFields, KeyDomains, UndoChecked, UndoFields, check_common, check_undo,
+    report_keys,
 };
 use umkm_core::pii::PiiHasher;
 use umkm_core::reference;
@@ -171,8 +172,11 @@ pub fn message_key(acquirer_id: &str, merchant_id: &str) -> String {
     format!("{acquirer_id}:{merchant_id}")
 }
 
-/// Domain of the non-cash keys (`umkm_core::payment::report_keys`).
-pub const KEY_FAMILY: &str = "noncash";
+/// Hash domains of the non-cash keys (`umkm_core::payment::report_keys`).
+pub const KEY_DOMAINS: KeyDomains = KeyDomains {
+    payment: "noncash-payment-v2",
+    fact: "noncash-v2",
+};
 
 pub struct Noncash {
     hasher: PiiHasher,
@@ -309,7 +313,7 @@ impl Noncash {
             original_reference.as_str()
         };
         let keys = report_keys(
-            KEY_FAMILY,
+            KEY_DOMAINS,
             &[
                 &e.acquirer_id,
                 &e.merchant_id,

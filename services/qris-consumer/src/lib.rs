@@ -18,7 +18,8 @@ use umkm_core::fields::{
 };
 pub use umkm_core::payment::PaymentStatus;
 use umkm_core::payment::{
-    CommonChecked, CommonFields, UndoChecked, UndoFields, check_common, check_undo, report_keys,
+    CommonChecked, CommonFields, KeyDomains, UndoChecked, UndoFields, check_common, check_undo,
+    report_keys,
 };
 use umkm_core::pii::PiiHasher;
 use umkm_core::reference;
@@ -140,8 +141,11 @@ pub struct QrisRow {
     pub original_event_time_ms: i64,
 }
 
-/// Domain of the QRIS keys (`umkm_core::payment::report_keys`).
-pub const KEY_FAMILY: &str = "qris";
+/// Hash domains of the QRIS keys (`umkm_core::payment::report_keys`).
+pub const KEY_DOMAINS: KeyDomains = KeyDomains {
+    payment: "qris-payment-v2",
+    fact: "qris-v2",
+};
 
 pub struct Qris {
     hasher: PiiHasher,
@@ -273,7 +277,7 @@ impl Qris {
             original_reference.as_str()
         };
         let keys = report_keys(
-            KEY_FAMILY,
+            KEY_DOMAINS,
             &[&e.nmid, payment_rrn, &amount.total_sen().to_string()],
             e.status,
             &refund_reference,
