@@ -1,14 +1,11 @@
-//! Helpers for the end-to-end tests and the demo publisher: the stack's endpoints, topic
-//! creation, traffic generators with known expectations (QRIS, non-cash, merchants), the
-//! publisher, a handle on a consumer process, and readers for ClickHouse, the DLQ and committed
-//! offsets.
+//! The test harness (and the benchmark's): the stack's endpoints, a handle on a consumer
+//! process, publishing through the traffic tool's one publish loop (`umkm_traffic::kafka`),
+//! readers for ClickHouse, the DLQ and committed offsets, one polling helper, the `/proc`
+//! reader, a stand-in schema registry and the chDB runner. The traffic itself (the Banten model
+//! and the per-family generators) is `umkm_traffic`.
 
-pub mod banten;
-pub mod bench;
 pub mod grafana;
-pub mod merchant_traffic;
-pub mod noncash_traffic;
-pub mod traffic;
+pub mod procfs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
+pub use umkm_traffic::kafka::Ends;
+use umkm_traffic::kafka::{Publisher, single_record_producer};
 
 pub const PII_KEY: &str = "e2e-test-pii-key-0123456789";
 
@@ -59,39 +56,16 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Creates `name` with `partitions` (through `umkm_traffic::kafka::create_topics`, the one
+/// way topics are created).
 pub async fn create_topic(env: &Env, name: &str, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
-        .create()?;
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let res = admin.create_topics([&topic], &opts).await?;
-    for r in res {
-        if let Err((t, e)) = r {
-            bail!("create topic {t}: {e}");
-        }
-    }
-    Ok(())
+    umkm_traffic::kafka::create_topics(&env.brokers, &[(name, partitions)]).await
 }
 
-/// The test publisher sends one record per batch. tansu 0.6 (memory storage) answers a fetch
-/// that starts inside a multi-record batch with no data, so a consumer restarting at a
-/// committed offset in the middle of a producer batch would stall there (seen in the restart
-/// test). Apache Kafka returns the containing batch; users' producers need no such setting.
+/// The tests' producer: one record per batch (`single_record_producer` says why).
 pub fn producer(env: &Env) -> Result<FutureProducer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
-        .set("acks", "all")
-        .set("batch.num.messages", "1")
-        .set("linger.ms", "0")
-        .set("message.timeout.ms", "30000")
-        .create()?)
+    single_record_producer(&env.brokers)
 }
-
-/// Partition → end offset (last acknowledged offset + 1), from the producer's delivery reports.
-/// The tests use these rather than the broker's high watermark: tansu 0.6 answers ListOffsets
-/// with values below what it has delivered.
-pub type Ends = BTreeMap<i32, i64>;
 
 /// Publishes every message, waits for all acknowledgements and records partition ends in `ends`.
 pub async fn publish_tracked(
@@ -104,57 +78,22 @@ pub async fn publish_tracked(
     publish_via(&producer(env)?, topic, msgs, ends).await
 }
 
-/// Publishes every message through `p`, waits for all acknowledgements and records partition
-/// ends in `ends`. When the producer's local queue is full, it waits for the oldest half of what
-/// is in flight and tries again; any other error fails.
+/// Publishes every message through `p` with the one publish loop, waits for all
+/// acknowledgements and records partition ends in `ends`.
 pub async fn publish_via<'a>(
     p: &FutureProducer,
     topic: &str,
     msgs: impl IntoIterator<Item = (Option<&'a [u8]>, &'a [u8])>,
     ends: &mut Ends,
 ) -> Result<()> {
-    let mut pending = std::collections::VecDeque::new();
+    let mut publisher = Publisher::new(p, 100_000);
     for (k, v) in msgs {
-        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(v);
-        if let Some(k) = k {
-            rec = rec.key(k);
-        }
-        loop {
-            match p.send_result(rec) {
-                Ok(f) => {
-                    pending.push_back(f);
-                    break;
-                }
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    r,
-                )) => {
-                    rec = r;
-                    let n = pending.len().div_ceil(2);
-                    for f in pending.drain(..n) {
-                        record_end(ends, f).await?;
-                    }
-                    if n == 0 {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-                Err((e, _)) => bail!("publish to {topic}: {e}"),
-            }
-        }
+        publisher.send(topic, k, v).await?;
     }
-    for f in pending {
-        record_end(ends, f).await?;
+    for (partition, end) in publisher.finish().await?.0 {
+        let e = ends.entry(partition).or_insert(0);
+        *e = (*e).max(end);
     }
-    Ok(())
-}
-
-/// Waits for one acknowledgement and moves its partition's end past it.
-async fn record_end(ends: &mut Ends, f: rdkafka::producer::DeliveryFuture) -> Result<()> {
-    let d = f.await?.map_err(|(e, _)| e)?;
-    let end = ends.entry(d.partition).or_insert(0);
-    *end = (*end).max(d.offset + 1);
     Ok(())
 }
 
@@ -396,9 +335,11 @@ pub fn consumer_bin() -> PathBuf {
 /// `target/<profile>/deps/`).
 /// Runs `<service> refresh-metrics` against `database` (the adoption snapshots' rebuild) and fails
 /// unless it exits 0 and reports the tables it refreshed.
-pub fn refresh_metrics(env: &Env, service: &str, database: &str) -> Result<()> {
+/// Runs `<service> <command>` (a one-shot subcommand: `migrate`, `refresh-metrics`) against
+/// `database` with the tests' settings; its stdout, or an error with its output.
+pub fn run_subcommand(env: &Env, service: &str, command: &str, database: &str) -> Result<String> {
     let out = Command::new(service_bin(service))
-        .arg("refresh-metrics")
+        .arg(command)
         .env_clear()
         .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
         .env("UMKM_PII_HASH_KEY", PII_KEY)
@@ -406,12 +347,19 @@ pub fn refresh_metrics(env: &Env, service: &str, database: &str) -> Result<()> {
         .env("UMKM__REGISTRY__DIR", repo_root().join("schemas/avro"))
         .env("UMKM__LOG__FORMAT", "text")
         .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     ensure!(
-        out.status.success() && stdout.contains("refreshed"),
-        "refresh-metrics: {stdout}{}",
+        out.status.success(),
+        "{service} {command}: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(stdout)
+}
+
+/// Rebuilds the adoption snapshots of `database` with `<service> refresh-metrics`.
+pub fn refresh_metrics(env: &Env, service: &str, database: &str) -> Result<()> {
+    let stdout = run_subcommand(env, service, "refresh-metrics", database)?;
+    ensure!(stdout.contains("refreshed"), "refresh-metrics: {stdout}");
     Ok(())
 }
 
@@ -572,7 +520,8 @@ impl ConsumerProc {
             .env("UMKM__ADMIN__LISTEN", format!("127.0.0.1:{port}"))
             .env("UMKM__BATCH__MAX_ROWS", "2000")
             .env("UMKM__BATCH__MAX_AGE_MS", "300")
-            .env("UMKM__RETRY__MAX_BACKOFF_MS", "2000")
+            .env("UMKM__RETRY__CLICKHOUSE__MAX_BACKOFF_MS", "2000")
+            .env("UMKM__RETRY__DLQ__MAX_BACKOFF_MS", "2000")
             .env("UMKM__SHUTDOWN__TIMEOUT_S", "20")
             .env("UMKM__LOG__FORMAT", "text");
         for (k, v) in &s.extra_env {
@@ -644,29 +593,27 @@ impl ConsumerProc {
 
     /// User + system CPU seconds the process has used so far (Linux /proc, 100 ticks/s).
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        let after = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let utime: f64 = f.get(11)?.parse().ok()?;
-        let stime: f64 = f.get(12)?.parse().ok()?;
-        Some((utime + stime) / 100.0)
+        procfs::cpu_seconds(self.child.id())
     }
 
     /// Waits up to `timeout` until the consumer has logged an assignment of partitions.
     pub async fn wait_assigned(&self, timeout: Duration) -> Result<()> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if log.contains("partitions assigned") {
-                return Ok(());
-            }
-            ensure!(
-                std::time::Instant::now() < deadline,
-                "no partitions assigned within {timeout:?}:\n{}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        poll_every(
+            timeout,
+            Duration::from_millis(200),
+            "partitions assigned",
+            || std::future::ready(Ok(self.assigned())),
+        )
+        .await
+        .map(|_| ())
+        .with_context(|| self.log_tail())
+    }
+
+    /// Whether the consumer has logged an assignment of partitions.
+    pub fn assigned(&self) -> bool {
+        std::fs::read_to_string(&self.log)
+            .map(|t| t.contains("partitions assigned"))
+            .unwrap_or(false)
     }
 
     pub fn log_tail(&self) -> String {
@@ -685,7 +632,25 @@ impl Drop for ConsumerProc {
 }
 
 /// Polls `check` every 250 ms until it returns true or `timeout` passes.
-pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<()>
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    poll_every(timeout, Duration::from_millis(250), what, check)
+        .await
+        .map(|_| ())
+}
+
+/// The one polling helper: runs `check` every `every` until it returns true (then returns
+/// when) or `timeout` passes. An error of `check` counts as "not yet" until the timeout, then
+/// it is the error returned.
+pub async fn poll_every<F, Fut>(
+    timeout: Duration,
+    every: Duration,
+    what: &str,
+    mut check: F,
+) -> Result<Instant>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
@@ -693,7 +658,7 @@ where
     let deadline = Instant::now() + timeout;
     loop {
         match check().await {
-            Ok(true) => return Ok(()),
+            Ok(true) => return Ok(Instant::now()),
             Ok(false) => {}
             Err(e) if Instant::now() > deadline => return Err(e.context(what.to_string())),
             Err(_) => {}
@@ -701,7 +666,7 @@ where
         if Instant::now() > deadline {
             bail!("timed out after {timeout:?} waiting for {what}");
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(every).await;
     }
 }
 

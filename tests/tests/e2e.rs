@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use umkm_e2e::traffic::{Plan, Spec, generate};
 use umkm_e2e::{
     ConsumerProc, ConsumerSetup, Ends, Env, ch, ch_u64, committed, offsets_at_end, publish_tracked,
     read_dlq_exactly, wait_committed, wait_until,
 };
+use umkm_traffic::qris::{Plan, Spec, generate};
 
 const PARTITIONS: i32 = 3;
 
@@ -337,8 +337,8 @@ async fn clickhouse_outage_pauses_retries_and_stays_exact() -> Result<()> {
         .await
         .map_err(|e| e.context(c.log_tail()))?;
     assert_exact(&env, &s, &plan).await?;
-    let (code, _) = c.get("/health/ready").await?;
-    ensure!(code == 200, "not ready after recovery: {code}");
+    let (code, body) = c.get("/health/ready").await?;
+    ensure!(code == 200, "not ready after recovery: {code} {body}");
     println!(
         "outage: ClickHouse down {:.1?}; {retries_during} retries; {} rows exact",
         Duration::from_secs(12),
@@ -445,8 +445,11 @@ async fn v2_writer_schema_with_an_added_optional_field_decodes_and_lands() -> Re
 async fn confluent_registry_over_rest_with_an_outage_and_an_unknown_id() -> Result<()> {
     let env = Env::from_env();
     let schemas: BTreeMap<u32, String> = [
-        (1, umkm_e2e::traffic::V1.to_string()),
-        (umkm_e2e::traffic::V2_ID, umkm_e2e::traffic::V2.to_string()),
+        (1, umkm_traffic::qris::V1.to_string()),
+        (
+            umkm_traffic::qris::V2_ID,
+            umkm_traffic::qris::V2.to_string(),
+        ),
     ]
     .into_iter()
     .collect();

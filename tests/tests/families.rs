@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use umkm_e2e::traffic::Plan;
 use umkm_e2e::{
     ConsumerProc, ConsumerSetup, DlqRecord, Ends, Env, MERCHANTS, NONCASH, ch, ch_u64,
-    merchant_traffic, noncash_traffic, offsets_at_end, publish_tracked, read_dlq_exactly,
-    wait_committed,
+    offsets_at_end, publish_tracked, read_dlq_exactly, wait_committed,
 };
+use umkm_traffic::qris::Plan;
+use umkm_traffic::{merchants, noncash};
 
 const PARTITIONS: i32 = 3;
 
@@ -52,7 +52,7 @@ fn check_dlq(dlq: &[DlqRecord], bad: &BTreeMap<&'static str, usize>, topic: &str
 async fn noncash_consumer_lands_every_payment_once_and_dead_letters_bad_ones() -> Result<()> {
     let env = Env::from_env();
     let s = ConsumerSetup::new_for(&env, NONCASH, "e2e_noncash", PARTITIONS).await?;
-    let plan: Plan = noncash_traffic::generate(&noncash_traffic::Spec {
+    let plan: Plan = noncash::generate(&noncash::Spec {
         payments: 5_000,
         // 40 of each kind; garbage alternates two rules (short buffer, bad magic): 20 each.
         bad_each: 40,
@@ -166,7 +166,7 @@ async fn noncash_consumer_lands_every_payment_once_and_dead_letters_bad_ones() -
 async fn merchant_consumer_keeps_history_and_the_latest_version_wins() -> Result<()> {
     let env = Env::from_env();
     let s = ConsumerSetup::new_for(&env, MERCHANTS, "e2e_merchants", PARTITIONS).await?;
-    let plan = merchant_traffic::generate(&merchant_traffic::Spec {
+    let plan = merchants::generate(&merchants::Spec {
         bad_each: 40,
         ..Default::default()
     });
@@ -305,9 +305,9 @@ async fn qris_and_card_payments_resolve_to_one_merchant_even_when_it_registers_l
     // Merchant 777 of the registry: NMID ID10000024000777, card MID 93600008:MID00050777.
     let i = 777;
     let nmid = format!("ID10{:011}", 24_000_000 + i);
-    let now = umkm_e2e::traffic::now_ms();
+    let now = umkm_traffic::qris::now_ms();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
-    let qm = umkm_e2e::traffic::Merchant {
+    let qm = umkm_traffic::qris::Merchant {
         nmid: nmid.clone(),
         pan: "9360000812345678".into(),
         mcc: "5411", // retail_food
@@ -315,11 +315,11 @@ async fn qris_and_card_payments_resolve_to_one_merchant_even_when_it_registers_l
         criteria: qris_consumer::MerchantCriteria::UMI,
         name: "WARUNG TAS".into(),
     };
-    let mut qp = umkm_e2e::traffic::payment(&qm, "777000000001".into(), &mut rng, now);
+    let mut qp = umkm_traffic::qris::payment(&qm, "777000000001".into(), &mut rng, now);
     qp.status = qris_consumer::PaymentStatus::Success;
-    let mut stranger = umkm_e2e::traffic::payment(&qm, "777000000002".into(), &mut rng, now);
+    let mut stranger = umkm_traffic::qris::payment(&qm, "777000000002".into(), &mut rng, now);
     stranger.nmid = "ID1099999999999".into();
-    let cm = noncash_traffic::CardMerchant {
+    let cm = noncash::CardMerchant {
         acquirer_id: "93600008".into(),
         merchant_id: format!("MID{:08}", 50_000 + i),
         nmid: None,
@@ -327,13 +327,13 @@ async fn qris_and_card_payments_resolve_to_one_merchant_even_when_it_registers_l
         region: "36.03.01",
         name: "TAS PETIR (card)".into(),
     };
-    let mut cp = noncash_traffic::payment(&cm, "777000000003".into(), &mut rng, now);
+    let mut cp = noncash::payment(&cm, "777000000003".into(), &mut rng, now);
     cp.instrument = noncash_consumer::Instrument::DebitCard;
     cp.status = noncash_consumer::PaymentStatus::Success;
 
-    let qv1 = Schema::parse_str(umkm_e2e::traffic::V1)?;
-    let nv1 = Schema::parse_str(noncash_traffic::SCHEMA)?;
-    let mv1 = Schema::parse_str(merchant_traffic::SCHEMA)?;
+    let qv1 = Schema::parse_str(umkm_traffic::qris::V1)?;
+    let nv1 = Schema::parse_str(noncash::SCHEMA)?;
+    let mv1 = Schema::parse_str(merchants::SCHEMA)?;
     let (mut qe, mut ne, mut me) = (Ends::new(), Ends::new(), Ends::new());
     // 1. The payments arrive before the merchant is registered.
     let qmsgs: Vec<_> = [&qp, &stranger]
@@ -408,9 +408,9 @@ async fn qris_and_card_payments_resolve_to_one_merchant_even_when_it_registers_l
     );
 
     // 2. The merchant's versions arrive out of order: 3, then 1, then 2.
-    let v3 = merchant_traffic::event(i, 3, Updated, "36.04.19", "15121", now - 3_000); // fashion
-    let v1 = merchant_traffic::event(i, 1, Registered, "36.01.01", "56102", now - 9_000);
-    let v2 = merchant_traffic::event(i, 2, Updated, "36.02.01", "10722", now - 6_000);
+    let v3 = merchants::event(i, 3, Updated, "36.04.19", "15121", now - 3_000); // fashion
+    let v1 = merchants::event(i, 1, Registered, "36.01.01", "56102", now - 9_000);
+    let v2 = merchants::event(i, 2, Updated, "36.02.01", "10722", now - 6_000);
     let mmsgs: Vec<_> = [&v3, &v1, &v2]
         .iter()
         .map(|e| {
@@ -428,7 +428,7 @@ async fn qris_and_card_payments_resolve_to_one_merchant_even_when_it_registers_l
         ),
     )
     .await?;
-    let mid = merchant_traffic::merchant_id(i);
+    let mid = merchants::merchant_id(i);
     let want_current = format!("{mid}\t3\t36.04.19\tfashion\tUMKM {i} v3");
     ensure!(cur.trim() == want_current, "current state {cur:?}");
     let hist = ch_u64(&env, &format!("SELECT count() FROM {db}.merchant_events")).await?;
@@ -440,8 +440,7 @@ async fn qris_and_card_payments_resolve_to_one_merchant_even_when_it_registers_l
     let mut mc = mc;
     ensure!(mc.terminate(Duration::from_secs(30))? == 0);
     let mc = ConsumerProc::start(&env, &ms, "m2")?;
-    let mut acq_v3 =
-        merchant_traffic::event(i, 3, Updated, "36.01.01", "56102", now - 2 * 86_400_000);
+    let mut acq_v3 = merchants::event(i, 3, Updated, "36.01.01", "56102", now - 2 * 86_400_000);
     acq_v3.source_type = merchant_consumer::SourceType::Acquirer;
     acq_v3.source_id = "93600008".into();
     let dup = vec![(

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use umkm_e2e::traffic::{Spec, generate};
 use umkm_e2e::{
     ConsumerProc, ConsumerSetup, Ends, Env, ch_u64, committed, publish_tracked, read_dlq_exactly,
 };
+use umkm_traffic::qris::{Spec, generate};
 
 #[test]
 fn dlq_refusing_writes_blocks_commit_and_insert_until_acknowledged() -> Result<()> {

@@ -5,14 +5,13 @@
 //! here from those rows. Prometheus panels may only use metric names the services export.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use umkm_core::migrations::{self, RenderContext};
-use umkm_e2e::banten::{civil_from_days, days_from_civil};
+use umkm_core::time::{date_of_days, days_of_date};
 use umkm_e2e::grafana::{FROM_MS, TO_MS, clickhouse_targets, dashboards, ds_type, expand};
-use umkm_e2e::{Env, repo_root, unique};
+use umkm_e2e::{Env, unique};
 
 struct Merchant {
     id: &'static str,
@@ -329,7 +328,7 @@ fn load_statements() -> Vec<String> {
             ));
         }
     }
-    v.extend(umkm_core::metrics::rebuild_statements("DB"));
+    v.extend(umkm_core::adoption::rebuild_statements("DB"));
     v
 }
 
@@ -679,12 +678,10 @@ fn expected(vars: &BTreeMap<String, Vec<String>>) -> BTreeMap<&'static str, Stri
 
 /// The Monday (ISO week start) of a `YYYY-MM-DD` date, as `YYYY-MM-DD`.
 fn monday(date: &str) -> String {
-    let f: Vec<i64> = date.split('-').filter_map(|x| x.parse().ok()).collect();
-    let days = days_from_civil(f[0], f[1], f[2]);
+    let days = days_of_date(date).expect("YYYY-MM-DD");
     // 1970-01-01 was a Thursday: weekday 0 = Monday.
     let weekday = (days + 3).rem_euclid(7);
-    let (y, m, d) = civil_from_days(days - weekday);
-    format!("{y:04}-{m:02}-{d:02}")
+    date_of_days(days - weekday)
 }
 
 #[test]
@@ -715,19 +712,7 @@ async fn every_clickhouse_panel_answers_the_expected_rows_on_18_16_and_in_chdb()
     let env = Env::from_env();
     let db = unique("grafana");
     // Schema by the real migrate subcommand, then the known rows and a snapshot rebuild.
-    let out = Command::new(umkm_e2e::service_bin("merchant-consumer"))
-        .arg("migrate")
-        .env_clear()
-        .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
-        .env("UMKM_PII_HASH_KEY", umkm_e2e::PII_KEY)
-        .env("UMKM__CLICKHOUSE__DATABASE", &db)
-        .env("UMKM__REGISTRY__DIR", repo_root().join("schemas/avro"))
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "migrate: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    umkm_e2e::run_subcommand(&env, "merchant-consumer", "migrate", &db)?;
     for s in load_statements() {
         ch_db(&env, &db, &s.replace("DB.", &format!("{db}."))).await?;
     }

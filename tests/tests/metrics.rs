@@ -14,9 +14,8 @@ use merchant_consumer::MerchantEventType::{Registered, Updated};
 use noncash_consumer::{Instrument, NoncashPayment};
 use qris_consumer::{PaymentStatus, ProviderRole, QrisPayment};
 use umkm_core::avro::encode;
-use umkm_e2e::{
-    Ends, Env, ch, merchant_traffic, noncash_traffic, publish_tracked, traffic, wait_committed,
-};
+use umkm_e2e::{Ends, Env, ch, publish_tracked, wait_committed};
+use umkm_traffic::{merchants, noncash, qris};
 
 const PARTITIONS: i32 = 2;
 type Msg = (Option<Vec<u8>>, Vec<u8>);
@@ -45,16 +44,16 @@ async fn monthly_activity_is_exact_under_duplicates_refunds_late_events_and_move
     let (qs, ns, ms) = (d.qris.clone(), d.noncash.clone(), d.merchants.clone());
     let (qc, nc, mc) = (d.qris_proc, d.noncash_proc, d.merchants_proc);
 
-    let qv1 = Schema::parse_str(traffic::V1)?;
-    let nv1 = Schema::parse_str(noncash_traffic::SCHEMA)?;
-    let mv1 = Schema::parse_str(merchant_traffic::SCHEMA)?;
+    let qv1 = Schema::parse_str(qris::V1)?;
+    let nv1 = Schema::parse_str(noncash::SCHEMA)?;
+    let mv1 = Schema::parse_str(merchants::SCHEMA)?;
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(9);
     let mut rng_card = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(10);
-    let now = traffic::now_ms();
-    // Merchants 1 and 2 of the registry (merchant_traffic::event ids): NMIDs ID1000024000001/2,
+    let now = qris::now_ms();
+    // Merchants 1 and 2 of the registry (merchants::event ids): NMIDs ID1000024000001/2,
     // card ids 93600008:MID00050001/2. Merchant 3 (NMID ID1000024000003) never registers.
     let nmid = |i: usize| format!("ID10{:011}", 24_000_000 + i);
-    let qm = |i: usize, region: &'static str, mcc: &'static str| traffic::Merchant {
+    let qm = |i: usize, region: &'static str, mcc: &'static str| qris::Merchant {
         nmid: nmid(i),
         pan: "9360000812345678".into(),
         mcc,
@@ -66,7 +65,7 @@ async fn monthly_activity_is_exact_under_duplicates_refunds_late_events_and_move
     let mut rrn = 500_000_000_000u64;
     let mut qris = |i: usize, t: i64, amount: i64, status: PaymentStatus, truth: &mut Vec<Pay>| {
         rrn += 1;
-        let mut p = traffic::payment(&qm(i, "36.03.01", "5812"), rrn.to_string(), &mut rng, now);
+        let mut p = qris::payment(&qm(i, "36.03.01", "5812"), rrn.to_string(), &mut rng, now);
         p.event_time = t;
         p.amount = amount.to_string();
         p.status = status;
@@ -97,7 +96,7 @@ async fn monthly_activity_is_exact_under_duplicates_refunds_late_events_and_move
         .map(q_msg)
         .collect::<Result<_>>()?;
     let mut card = |i: usize, t: i64, amount: i64, truth: &mut Vec<Pay>| -> NoncashPayment {
-        let cm = noncash_traffic::CardMerchant {
+        let cm = noncash::CardMerchant {
             acquirer_id: "93600008".into(),
             merchant_id: format!("MID{:08}", 50_000 + i),
             nmid: None,
@@ -105,7 +104,7 @@ async fn monthly_activity_is_exact_under_duplicates_refunds_late_events_and_move
             region: "36.02.01",
             name: format!("M{i}"),
         };
-        let mut p = noncash_traffic::payment(&cm, format!("C{t}{amount}"), &mut rng_card, now);
+        let mut p = noncash::payment(&cm, format!("C{t}{amount}"), &mut rng_card, now);
         p.instrument = Instrument::DebitCard;
         p.status = PaymentStatus::Success;
         p.event_time = t;
@@ -133,9 +132,9 @@ async fn monthly_activity_is_exact_under_duplicates_refunds_late_events_and_move
     // Wave 2: merchant 1 registers in Serang (fashion), then moves to Kota Tangerang (food);
     // merchant 2 registers in Pandeglang (food processing). A late September payment of
     // merchant 1 (sent twice) and a September card payment of merchant 2 arrive afterwards.
-    let m1v1 = merchant_traffic::event(1, 1, Registered, "36.04.19", "15121", now - 90_000);
-    let m1v2 = merchant_traffic::event(1, 2, Updated, "36.71.01", "56102", now - 60_000);
-    let m2v1 = merchant_traffic::event(2, 1, Registered, "36.01.01", "10722", now - 60_000);
+    let m1v1 = merchants::event(1, 1, Registered, "36.04.19", "15121", now - 90_000);
+    let m1v2 = merchants::event(1, 2, Updated, "36.71.01", "56102", now - 60_000);
+    let m2v1 = merchants::event(2, 1, Registered, "36.01.01", "10722", now - 60_000);
     let m_msgs: Vec<Msg> = [&m1v2, &m2v1, &m1v1, &m1v2]
         .into_iter()
         .map(|e| {
@@ -161,7 +160,7 @@ async fn monthly_activity_is_exact_under_duplicates_refunds_late_events_and_move
     ]
     .into_iter()
     .flat_map(|(i, kab, sector)| {
-        let id = merchant_traffic::merchant_id(i);
+        let id = merchants::merchant_id(i);
         [
             (format!("NMID:{}", nmid(i)), (id.clone(), kab, sector)),
             (

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use umkm_core::migrations::{self, RenderContext};
 use umkm_e2e::{Env, ch, ch_u64, consumer_bin, repo_root, unique};
 
@@ -56,7 +56,7 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
     );
     // The adoption snapshot rebuild, twice (the second replaces the first).
     for _ in 0..2 {
-        statements.extend(umkm_core::metrics::rebuild_statements("umkm_chdb"));
+        statements.extend(umkm_core::adoption::rebuild_statements("umkm_chdb"));
     }
     let checks: Vec<String> = [
         // Applied twice, the reference data is still there once.
@@ -121,31 +121,10 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
 async fn migrate_subcommand_is_idempotent_on_the_test_server() -> Result<()> {
     let env = Env::from_env();
     let db = unique("migrate");
-    let run = || {
-        Command::new(consumer_bin())
-            .arg("migrate")
-            .env_clear()
-            .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
-            .env("UMKM_PII_HASH_KEY", umkm_e2e::PII_KEY)
-            .env("UMKM__CLICKHOUSE__DATABASE", &db)
-            .env("UMKM__REGISTRY__DIR", repo_root().join("schemas/avro"))
-            .env("UMKM__LOG__FORMAT", "text")
-            .output()
-    };
-    let first = run()?;
-    let out1 = String::from_utf8_lossy(&first.stdout).to_string();
-    ensure!(
-        first.status.success(),
-        "{out1}{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    let out1 = umkm_e2e::run_subcommand(&env, "qris-consumer", "migrate", &db)?;
     ensure!(out1.contains("applied: 0001_qris_payments"), "{out1}");
-    let second = run()?;
-    let out2 = String::from_utf8_lossy(&second.stdout).to_string();
-    ensure!(
-        second.status.success() && out2.contains("applied: none"),
-        "{out2}"
-    );
+    let out2 = umkm_e2e::run_subcommand(&env, "qris-consumer", "migrate", &db)?;
+    ensure!(out2.contains("applied: none"), "{out2}");
     let version = ch(&env, "SELECT version()").await?;
     if version.starts_with("18.") {
         ensure!(
@@ -289,5 +268,69 @@ fn check_config_redacts_secrets() -> Result<()> {
         !text.contains("s3cret") && !text.contains("pii-key-that"),
         "a secret was printed:\n{text}"
     );
+    Ok(())
+}
+
+/// The analysts' and Grafana's user `umkm_reader` (deploy/clickhouse-users.xml; the local stack
+/// installs it too) reads every table and view and cannot write, alter or drop anything.
+#[tokio::test]
+async fn the_reader_user_can_select_and_cannot_write() -> Result<()> {
+    let env = Env::from_env();
+    let db = unique("reader");
+    umkm_e2e::run_subcommand(&env, "qris-consumer", "migrate", &db)?;
+    let user = std::env::var("UMKM_READER_USER").unwrap_or_else(|_| "umkm_reader".into());
+    let password = std::env::var("UMKM_READER_PASSWORD")
+        .context("UMKM_READER_PASSWORD (scripts/stack env sets it for the local stack)")?;
+    let http = reqwest::Client::new();
+    let as_reader = |sql: String| {
+        let req = http
+            .post(&env.clickhouse)
+            .basic_auth(&user, Some(&password))
+            .body(sql);
+        async move {
+            let r = req.send().await?;
+            let status = r.status();
+            anyhow::Ok((status, r.text().await?))
+        }
+    };
+    for sql in [
+        format!("SELECT count() FROM {db}.qris_payments"),
+        format!("SELECT count() FROM {db}.v_payments"),
+        format!("SELECT count() FROM {db}.ref_regions"),
+    ] {
+        let (status, body) = as_reader(sql.clone()).await?;
+        ensure!(status.is_success(), "{sql}: {status} {body}");
+    }
+    let regions = ch_u64(&env, &format!("SELECT count() FROM {db}.ref_regions")).await?;
+    let (_, body) = as_reader(format!("SELECT count() FROM {db}.ref_regions")).await?;
+    ensure!(body.trim() == regions.to_string(), "reader saw {body}");
+    for sql in [
+        format!(
+            "INSERT INTO {db}.schema_migrations (version, name, checksum, applied_at) VALUES (999, 'x', 'x', now())"
+        ),
+        format!("ALTER TABLE {db}.qris_payments DELETE WHERE 1"),
+        format!("DROP TABLE {db}.qris_payments"),
+        format!("CREATE TABLE {db}.reader_made (a UInt8) ENGINE = Memory"),
+    ] {
+        let (status, body) = as_reader(sql.clone()).await?;
+        ensure!(
+            !status.is_success() && body.contains("readonly"),
+            "the reader could run {sql}: {status} {body}"
+        );
+    }
+    ensure!(
+        ch_u64(
+            &env,
+            &format!("SELECT count() FROM {db}.schema_migrations WHERE version = 999")
+        )
+        .await?
+            == 0,
+        "the reader's INSERT landed"
+    );
+    ensure!(
+        ch_u64(&env, &format!("EXISTS TABLE {db}.qris_payments")).await? == 1,
+        "the reader dropped a table"
+    );
+    ch(&env, &format!("DROP DATABASE {db}")).await?;
     Ok(())
 }

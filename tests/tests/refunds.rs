@@ -16,7 +16,8 @@ use anyhow::{Result, ensure};
 use apache_avro::Schema;
 use qris_consumer::{PaymentStatus, ProviderRole, QrisPayment};
 use umkm_core::avro::encode;
-use umkm_e2e::{Ends, Env, ch, publish_tracked, traffic, wait_committed};
+use umkm_e2e::{Ends, Env, ch, publish_tracked, wait_committed};
+use umkm_traffic::qris;
 
 const PARTITIONS: i32 = 2;
 type Msg = (Option<Vec<u8>>, Vec<u8>);
@@ -57,11 +58,11 @@ async fn refunds_reach_their_payment_and_midnight_doubles_are_one_payment() -> R
     let db = d.database.clone();
     let qs = d.qris.clone();
     let (qc, nc, mc) = (d.qris_proc, d.noncash_proc, d.merchants_proc);
-    let rev1 = Schema::parse_str(traffic::V1)?;
+    let rev1 = Schema::parse_str(qris::V1)?;
     let rev2 = Schema::parse_str(include_str!("../../schemas/avro/qris_payment.avsc"))?;
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(41);
-    let now = traffic::now_ms();
-    let merchant = |i: usize| traffic::Merchant {
+    let now = qris::now_ms();
+    let merchant = |i: usize| qris::Merchant {
         nmid: format!("ID10{:011}", 41_000_000 + i),
         pan: "9360000812345678".into(),
         mcc: cell(i).2,
@@ -72,7 +73,7 @@ async fn refunds_reach_their_payment_and_midnight_doubles_are_one_payment() -> R
     let mut rrn = 410_000_000_000u64;
     let mut pay = |i: usize, t: i64, amount: i64| {
         rrn += 1;
-        let mut p = traffic::payment(&merchant(i), rrn.to_string(), &mut rng, now);
+        let mut p = qris::payment(&merchant(i), rrn.to_string(), &mut rng, now);
         p.event_time = t;
         p.amount = amount.to_string();
         p.status = PaymentStatus::Success;

@@ -32,6 +32,72 @@ fn run(args: &[&str], json: &std::path::Path) -> Result<Value> {
 
 const RANGE: [&str; 4] = ["--from", "2026-06-01", "--to", "2026-08-31"];
 
+/// `--help` names every option the publisher parses, and the summary shows what the README
+/// says it shows (rows per table, refunds, midnight doubles, gross and net per channel and per
+/// kab/kota).
+#[test]
+fn help_lists_every_option_and_the_summary_has_every_part() -> Result<()> {
+    let out = Command::new(bin()).arg("--help").output()?;
+    ensure!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let source = std::fs::read_to_string(umkm_e2e::repo_root().join("tools/traffic/src/main.rs"))?;
+    let mut parsed = 0;
+    let is_option = |t: &&str| {
+        t.len() > 2
+            && t.starts_with("--")
+            && t[2..].chars().all(|c| c.is_ascii_lowercase() || c == '-')
+    };
+    for arm in source.split('"').filter(is_option) {
+        parsed += 1;
+        ensure!(help.contains(arm), "--help does not mention {arm}:\n{help}");
+    }
+    ensure!(parsed >= 20, "only {parsed} options found in the source");
+    ensure!(help.contains("umkm-traffic topics"), "{help}");
+
+    let json = std::env::temp_dir().join(umkm_e2e::unique("traffic_summary") + ".json");
+    let summary = Command::new(bin())
+        .args(["--dry-run", "--payments", "3000", "--merchants", "200"])
+        .args(RANGE)
+        .arg("--summary-json")
+        .arg(&json)
+        .output()?;
+    ensure!(summary.status.success());
+    let text = String::from_utf8_lossy(&summary.stdout);
+    let truth: Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    for part in [
+        "qris_payments",
+        "noncash_payments",
+        "merchant_events",
+        "refunds",
+        "midnight doubles",
+        "stream digest",
+    ] {
+        ensure!(text.contains(part), "summary lacks {part}:\n{text}");
+    }
+    for kab in truth["truth"]["by_kab_kota"]
+        .as_object()
+        .context("by_kab_kota")?
+        .keys()
+    {
+        ensure!(
+            text.contains(&format!("    {kab} ")),
+            "summary lacks {kab}:\n{text}"
+        );
+    }
+    for channel in truth["truth"]["success_by_channel"]
+        .as_object()
+        .context("success_by_channel")?
+        .keys()
+    {
+        ensure!(
+            text.contains(&format!("    {channel} ")),
+            "summary lacks {channel}:\n{text}"
+        );
+    }
+    std::fs::remove_file(&json)?;
+    Ok(())
+}
+
 #[test]
 fn the_same_seed_gives_the_same_events_in_two_runs() -> Result<()> {
     let dir = std::env::temp_dir().join(umkm_e2e::unique("traffic_det"));

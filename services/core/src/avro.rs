@@ -4,7 +4,7 @@
 //! so a writer that added an optional field (with a default) still decodes.
 //!
 //! One `GenericDatumReader` is cached per schema id: building it resolves the schemas, which is
-//! the expensive part (see PERF.md §3).
+//! the expensive part (docs/benchmarks.md, "How the defaults were chosen").
 //!
 //! Fast path: when a writer schema has the same Parsing Canonical Form as the reader schema (the
 //! usual case: publishers on the current contract), there is nothing to resolve, and the datum is

@@ -15,7 +15,6 @@ pub enum FlushReason {
     Bytes,
     Age,
     Shutdown,
-    Rebalance,
 }
 
 impl FlushReason {
@@ -25,7 +24,6 @@ impl FlushReason {
             FlushReason::Bytes => "bytes",
             FlushReason::Age => "age",
             FlushReason::Shutdown => "shutdown",
-            FlushReason::Rebalance => "rebalance",
         }
     }
 }

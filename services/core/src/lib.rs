@@ -3,13 +3,13 @@
 //! reference data (regions, MCC → sector, KBLI → sector), the dedup keys,
 //! the batching policy, ClickHouse error classification and migration rendering.
 
+pub mod adoption;
 pub mod amount;
 pub mod avro;
 pub mod batch;
-pub mod chclass;
+pub mod clickhouse_error;
 pub mod dedup;
 pub mod fields;
-pub mod metrics;
 pub mod migrations;
 pub mod payment;
 pub mod pii;

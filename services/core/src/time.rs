@@ -90,6 +90,19 @@ pub fn yyyymm(d: NaiveDate) -> u32 {
     d.year() as u32 * 100 + d.month()
 }
 
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date (any day chrono knows, before 1970 too).
+pub fn days_of_date(s: &str) -> Option<i64> {
+    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    Some((d - epoch).num_days())
+}
+
+/// `YYYY-MM-DD` of a day number (days since 1970-01-01; the inverse of [`days_of_date`]).
+pub fn date_of_days(days: i64) -> String {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    iso_date(epoch + Duration::days(days))
+}
+
 /// `YYYY-MM-DD` of a ClickHouse `Date` (days since 1970-01-01).
 pub fn date_string(days: u16) -> String {
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
@@ -127,6 +140,19 @@ pub fn iso_date(d: NaiveDate) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn day_numbers_and_dates_round_trip() {
+        assert_eq!(days_of_date("1970-01-01"), Some(0));
+        assert_eq!(days_of_date("2026-01-01"), Some(20454));
+        assert_eq!(days_of_date("2024-02-29"), Some(19782));
+        assert_eq!(days_of_date("2023-02-29"), None);
+        assert_eq!(days_of_date("2026-1-1x"), None);
+        for d in [0, 19782, 20454, 20821] {
+            assert_eq!(days_of_date(&date_of_days(d)), Some(d));
+        }
+        assert_eq!(date_of_days(20454), "2026-01-01");
+    }
 
     #[test]
     fn iso_date_matches_chrono() {

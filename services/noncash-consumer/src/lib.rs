@@ -404,7 +404,7 @@ impl Family for Noncash {
     fn build(v: &Validated) -> Result<Self, String> {
         Ok(Self::new(
             PiiHasher::new(v.pii_key.0.as_bytes())?,
-            v.s.dedup.midnight_skew_ms,
+            v.settings.dedup.midnight_skew_ms,
         ))
     }
 

@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use umkm_core::batch::BatchPolicy;
 
+use crate::retry::RetryPolicy;
+
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(pub String);
@@ -99,16 +101,22 @@ pub struct BatchSettings {
     pub max_age_ms: u64,
 }
 
+/// One [`RetryPolicy`] per kind of operation. Giving up stops the service (exit 1) with
+/// nothing committed past unwritten data.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrySettings {
-    pub initial_backoff_ms: u64,
-    pub max_backoff_ms: u64,
-    /// Give up (exit non-zero, nothing committed past unwritten data) after retrying a
-    /// retryable ClickHouse or DLQ failure this long.
-    pub max_elapsed_s: u64,
-    /// Attempts for errors a retry is unlikely to fix (unknown table, type mismatch, auth).
+    /// ClickHouse writes: the dedup lookup and the INSERT of a batch.
+    pub clickhouse: RetryPolicy,
+    /// Attempts for ClickHouse errors a retry is unlikely to fix (unknown table, type
+    /// mismatch, auth), within `clickhouse`'s budget.
     pub fatal_attempts: u32,
+    /// The dead-letter producer's acknowledgements.
+    pub dlq: RetryPolicy,
+    /// Fetching a writer schema from the registry.
+    pub registry: RetryPolicy,
+    /// Connecting to ClickHouse at start-up.
+    pub connect: RetryPolicy,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,10 +219,16 @@ impl Default for BatchSettings {
 impl Default for RetrySettings {
     fn default() -> Self {
         Self {
-            initial_backoff_ms: 200,
-            max_backoff_ms: 30_000,
-            max_elapsed_s: 900,
+            clickhouse: RetryPolicy::default(),
             fatal_attempts: 5,
+            dlq: RetryPolicy::default(),
+            registry: RetryPolicy {
+                initial_backoff_ms: 200,
+                max_backoff_ms: 5_000,
+                max_elapsed_s: 120,
+                max_attempts: 8,
+            },
+            connect: RetryPolicy::default(),
         }
     }
 }
@@ -309,7 +323,7 @@ pub fn load(
 /// Checked settings, with secrets read from their files.
 #[derive(Debug, Clone)]
 pub struct Validated {
-    pub s: Settings,
+    pub settings: Settings,
     pub clickhouse_password: Secret,
     pub pii_key: Secret,
     pub admin_addr: SocketAddr,
@@ -318,9 +332,9 @@ pub struct Validated {
 impl Validated {
     pub fn batch_policy(&self) -> BatchPolicy {
         BatchPolicy {
-            max_rows: self.s.batch.max_rows,
-            max_bytes: self.s.batch.max_bytes,
-            max_age: Duration::from_millis(self.s.batch.max_age_ms),
+            max_rows: self.settings.batch.max_rows,
+            max_bytes: self.settings.batch.max_bytes,
+            max_age: Duration::from_millis(self.settings.batch.max_age_ms),
         }
     }
 }
@@ -451,11 +465,16 @@ pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
         p.push("batch.max_age_ms: must be at least 10".into());
     }
     let r = &s.retry;
-    if r.initial_backoff_ms == 0 || r.initial_backoff_ms > r.max_backoff_ms {
-        p.push("retry: need 0 < initial_backoff_ms <= max_backoff_ms".into());
+    for (name, policy) in [
+        ("retry.clickhouse", &r.clickhouse),
+        ("retry.dlq", &r.dlq),
+        ("retry.registry", &r.registry),
+        ("retry.connect", &r.connect),
+    ] {
+        p.extend(policy.problems(name));
     }
-    if r.max_elapsed_s == 0 || r.fatal_attempts == 0 {
-        p.push("retry.max_elapsed_s and retry.fatal_attempts: must be > 0".into());
+    if r.fatal_attempts == 0 {
+        p.push("retry.fatal_attempts: must be > 0".into());
     }
     if s.dedup.lookup_chunk == 0 {
         p.push("dedup.lookup_chunk: must be > 0".into());
@@ -498,7 +517,7 @@ pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
     }
     match admin_addr {
         Some(admin_addr) if p.is_empty() => Ok(Validated {
-            s,
+            settings: s,
             clickhouse_password,
             pii_key,
             admin_addr,
@@ -527,6 +546,7 @@ mod tests {
             ("UMKM_KAFKA_BROKERS", "h1:9092,h2:9092"),
             ("UMKM_PII_HASH_KEY", "0123456789abcdef0123"),
             ("UMKM__REGISTRY__URL", "http://registry:8081"),
+            ("UMKM__RETRY__DLQ__MAX_ATTEMPTS", "12"),
             ("PATH", "/bin"),
         ]
         .into_iter()
@@ -537,6 +557,12 @@ mod tests {
         assert_eq!(s.kafka.group_id, "g2");
         assert_eq!(s.kafka.brokers, "h1:9092,h2:9092");
         assert_eq!(s.kafka.topic, "payments.qris.v1");
+        assert_eq!(s.retry.dlq.max_attempts, 12);
+        assert_eq!(
+            s.retry.dlq.max_elapsed_s, 900,
+            "the rest of the budget keeps its defaults"
+        );
+        assert_eq!(s.retry.registry.max_attempts, 8);
         let v = validate(s).unwrap();
         assert_eq!(v.pii_key.0, "0123456789abcdef0123");
         assert!(!format!("{v:?}").contains("0123456789abcdef"));
@@ -549,6 +575,7 @@ mod tests {
         s.batch.max_rows = 0;
         s.clickhouse.url = "localhost:8123".into();
         s.admin.listen = "nope".into();
+        s.retry.registry.initial_backoff_ms = 0;
         let problems = validate(s).unwrap_err();
         for needle in [
             "kafka.group_id",
@@ -559,6 +586,7 @@ mod tests {
             "batch.max_rows",
             "admin.listen",
             "pii.hash_key",
+            "retry.registry",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(needle)),

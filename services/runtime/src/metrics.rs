@@ -30,7 +30,7 @@ pub struct Metrics {
     pub batch_bytes: Histogram,
     pub insert_seconds: Histogram,
     pub flush_seconds: Histogram,
-    /// class = retryable | fatal; what = insert | lookup | dlq | commit
+    /// class = retryable | fatal; what = lookup | insert | dlq | registry | commit
     pub retries: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
     pub rebalances: IntCounterVec,

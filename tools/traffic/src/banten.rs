@@ -1,6 +1,6 @@
 //! A believable Banten for the traffic publisher (`umkm-traffic`) and the demo: UMKM spread over
-//! the 8 kab/kota in proportion to population (Dukcapil 2024, BRIEF.md 3.2) and uniformly over
-//! each one's kecamatan, the production centres of BRIEF.md (bags in Petir, emping melinjo in
+//! the 8 kab/kota in proportion to population (Dukcapil 2024, docs/domain.md) and uniformly over
+//! each one's kecamatan, the production centres of docs/domain.md (bags in Petir, emping melinjo in
 //! Menes, gula aren in Sobang, batik in Tangerang Selatan; food stalls everywhere), mikro / kecil
 //! / menengah sizes, onboarding dates spread so that adoption grows; payments by QRIS and the
 //! non-cash instruments with WIB business-hour and weekday patterns, log-normal tickets (most QRIS
@@ -29,16 +29,15 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use umkm_core::avro::encode;
 
-use crate::traffic::garbage;
-
 const DAY_MS: i64 = 86_400_000;
 const WIB_MS: i64 = 7 * 3_600_000;
-const QRIS_ID: u32 = crate::traffic::CURRENT_ID;
-const NONCASH_ID: u32 = crate::noncash_traffic::CURRENT_ID;
-const MERCHANT_ID: u32 = 3;
-const UNKNOWN_ID: u32 = 999;
 
-/// Kab/kota and population (Dukcapil, Semester II 2024; BRIEF.md 3.2).
+pub use crate::contracts::{
+    MERCHANT_ID, MERCHANT_SCHEMA, NONCASH_ID, NONCASH_SCHEMA, QRIS_ID, QRIS_SCHEMA, UNKNOWN_ID,
+    garbage, merchant_id, registry_event,
+};
+
+/// Kab/kota and population (Dukcapil, Semester II 2024; docs/domain.md "Regions").
 pub const KAB_KOTA: &[(&str, &str, u64)] = &[
     ("36.01", "Kab. Pandeglang", 1_437_046),
     ("36.02", "Kab. Lebak", 1_531_564),
@@ -108,7 +107,7 @@ impl Default for Spec {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Family {
+pub enum Feed {
     Qris,
     Noncash,
     Merchants,
@@ -117,7 +116,7 @@ pub enum Family {
 /// One message for one family's topic.
 #[derive(Debug, Clone)]
 pub struct Msg {
-    pub family: Family,
+    pub family: Feed,
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
 }
@@ -125,20 +124,20 @@ pub struct Msg {
 /// The ground truth of what was produced: what must land, and what must not.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Truth {
-    pub messages: BTreeMap<Family, u64>,
+    pub messages: BTreeMap<Feed, u64>,
     /// Rows each table must end with.
     pub qris_payments: u64,
     pub noncash_payments: u64,
     pub merchant_versions: u64,
     pub merchants_registered: u64,
     /// Extra reports of a payment by another party (dropped as duplicates).
-    pub double_reports: BTreeMap<Family, u64>,
+    pub double_reports: BTreeMap<Feed, u64>,
     /// Messages sent twice (dropped as duplicates).
-    pub redeliveries: BTreeMap<Family, u64>,
+    pub redeliveries: BTreeMap<Feed, u64>,
     /// Payments published days after they happened (they land in their own day).
     pub late_payments: u64,
     /// Bad records per family and DLQ rule.
-    pub bad: BTreeMap<Family, BTreeMap<&'static str, u64>>,
+    pub bad: BTreeMap<Feed, BTreeMap<&'static str, u64>>,
     /// Successful payments and their value by channel (qris, card, emoney, transfer).
     pub success_by_channel: BTreeMap<&'static str, (u64, i64)>,
     /// Registered merchants per kab/kota at the end of the range.
@@ -192,11 +191,11 @@ impl Digest {
 }
 
 impl Truth {
-    pub fn duplicates(&self, f: Family) -> u64 {
+    pub fn duplicates(&self, f: Feed) -> u64 {
         self.double_reports.get(&f).copied().unwrap_or(0)
             + self.redeliveries.get(&f).copied().unwrap_or(0)
     }
-    pub fn bad_total(&self, f: Family) -> u64 {
+    pub fn bad_total(&self, f: Feed) -> u64 {
         self.bad.get(&f).map(|m| m.values().sum()).unwrap_or(0)
     }
 }
@@ -234,7 +233,7 @@ struct Refund {
 
 /// A payment report that can be cancelled or refunded (the two payment contracts).
 trait Undoable: Serialize + Clone {
-    const FAMILY: Family;
+    const FAMILY: Feed;
     /// Index into `Stream::schemas`, and the registry id.
     const SCHEMA: usize;
     const SCHEMA_ID: u32;
@@ -247,7 +246,7 @@ trait Undoable: Serialize + Clone {
 }
 
 impl Undoable for QrisPayment {
-    const FAMILY: Family = Family::Qris;
+    const FAMILY: Feed = Feed::Qris;
     const SCHEMA: usize = 0;
     const SCHEMA_ID: u32 = QRIS_ID;
     fn event_time(&self) -> i64 {
@@ -284,7 +283,7 @@ impl Undoable for QrisPayment {
 }
 
 impl Undoable for NoncashPayment {
-    const FAMILY: Family = Family::Noncash;
+    const FAMILY: Feed = Feed::Noncash;
     const SCHEMA: usize = 1;
     const SCHEMA_ID: u32 = NONCASH_ID;
     fn event_time(&self) -> i64 {
@@ -338,32 +337,8 @@ pub struct Stream {
     refund_no: u64,
     /// What the last planned refunds or cancellation took off their payment's value.
     last_undone: i64,
-    bad_plan: Vec<(i64, Family, usize)>,
+    bad_plan: Vec<(i64, Feed, usize)>,
     pub truth: Truth,
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// (year, month, day) of a day number (inverse of [`days_from_civil`]).
-pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 fn weekday(day: i64) -> i64 {
@@ -525,15 +500,15 @@ impl Stream {
         let weight_sum = (spec.first_day..=spec.last_day).map(day_weight).sum();
         // Bad records: every kind on a day spread over the range, per family.
         let mut bad_plan = Vec::new();
-        for f in [Family::Qris, Family::Noncash, Family::Merchants] {
+        for f in [Feed::Qris, Feed::Noncash, Feed::Merchants] {
             for i in 0..spec.bad_each * 4 {
                 bad_plan.push((spec.first_day + rng.random_range(0..days), f, i));
             }
         }
         let schemas = [
-            Schema::parse_str(crate::traffic::CURRENT).expect("qris schema"),
-            Schema::parse_str(crate::noncash_traffic::CURRENT).expect("noncash schema"),
-            Schema::parse_str(crate::merchant_traffic::SCHEMA).expect("merchant schema"),
+            Schema::parse_str(QRIS_SCHEMA).expect("qris schema"),
+            Schema::parse_str(NONCASH_SCHEMA).expect("noncash schema"),
+            Schema::parse_str(MERCHANT_SCHEMA).expect("merchant schema"),
         ];
         Stream {
             day: spec.first_day,
@@ -630,7 +605,7 @@ impl Stream {
             self.payments_done += share;
         }
         // Bad records planned for today.
-        let bad: Vec<(Family, usize)> = self
+        let bad: Vec<(Feed, usize)> = self
             .bad_plan
             .iter()
             .filter(|b| b.0 == day)
@@ -722,7 +697,7 @@ impl Stream {
             self.truth.merchants_registered += 1;
         }
         let msg = Msg {
-            family: Family::Merchants,
+            family: Feed::Merchants,
             key,
             payload,
         };
@@ -815,7 +790,7 @@ impl Stream {
             };
             let key = nmid.into_bytes();
             msgs.push(Msg {
-                family: Family::Qris,
+                family: Feed::Qris,
                 key: key.clone(),
                 payload: encode(&self.schemas[0], QRIS_ID, &p).expect("qris encodes"),
             });
@@ -826,13 +801,13 @@ impl Stream {
                 p.provider_role = ProviderRole::Issuer;
                 p.event_time = other_t;
                 msgs.push(Msg {
-                    family: Family::Qris,
+                    family: Feed::Qris,
                     key: key.clone(),
                     payload: encode(&self.schemas[0], QRIS_ID, &p).expect("qris encodes"),
                 });
-                *self.truth.double_reports.entry(Family::Qris).or_default() += 1;
+                *self.truth.double_reports.entry(Feed::Qris).or_default() += 1;
             }
-            self.landed_row(Family::Qris, t);
+            self.landed_row(Feed::Qris, t);
             if status == PaymentStatus::Success {
                 self.undos(&paid, amount, day, out);
             }
@@ -846,11 +821,11 @@ impl Stream {
                 r.original_rrn = Some(format!("{:012}", 900_000_000_000 + self.refund_no));
                 r.refund_reference = Some(format!("RFX{:09}", self.refund_no));
                 let msg = Msg {
-                    family: Family::Qris,
+                    family: Feed::Qris,
                     key,
                     payload: encode(&self.schemas[0], QRIS_ID, &r).expect("qris encodes"),
                 };
-                self.landed_row(Family::Qris, r.event_time);
+                self.landed_row(Feed::Qris, r.event_time);
                 self.truth.refunds += 1;
                 self.truth.unlinked_refunds += 1;
                 self.send_on(day, publish_day, msg, out);
@@ -907,7 +882,7 @@ impl Stream {
             };
             let key = format!("{acquirer}:{mid}").into_bytes();
             msgs.push(Msg {
-                family: Family::Noncash,
+                family: Feed::Noncash,
                 key: key.clone(),
                 payload: encode(&self.schemas[1], NONCASH_ID, &p).expect("noncash encodes"),
             });
@@ -927,17 +902,13 @@ impl Stream {
                 };
                 p.event_time = other_t;
                 msgs.push(Msg {
-                    family: Family::Noncash,
+                    family: Feed::Noncash,
                     key,
                     payload: encode(&self.schemas[1], NONCASH_ID, &p).expect("noncash encodes"),
                 });
-                *self
-                    .truth
-                    .double_reports
-                    .entry(Family::Noncash)
-                    .or_default() += 1;
+                *self.truth.double_reports.entry(Feed::Noncash).or_default() += 1;
             }
-            self.landed_row(Family::Noncash, t);
+            self.landed_row(Feed::Noncash, t);
             if status == PaymentStatus::Success {
                 self.undos(&paid, amount, day, out);
             }
@@ -977,11 +948,11 @@ impl Stream {
     }
 
     /// Counts a row that must land (and whether it lies within 2 s of 00:00 WIB).
-    fn landed_row(&mut self, f: Family, t: i64) {
+    fn landed_row(&mut self, f: Feed, t: i64) {
         match f {
-            Family::Qris => self.truth.qris_payments += 1,
-            Family::Noncash => self.truth.noncash_payments += 1,
-            Family::Merchants => self.truth.merchant_versions += 1,
+            Feed::Qris => self.truth.qris_payments += 1,
+            Feed::Noncash => self.truth.noncash_payments += 1,
+            Feed::Merchants => self.truth.merchant_versions += 1,
         }
         let s = (t.div_euclid(1000) + WIB_MS / 1000).rem_euclid(86_400);
         if s <= 2 || s >= 86_398 {
@@ -1085,7 +1056,7 @@ impl Stream {
 
     /// Bad record number `i` of family `f`: kinds in turn (garbage, unknown schema id, unknown
     /// region, and a negative amount or a 4-digit KBLI), each with the DLQ rule it must get.
-    fn bad_record(&mut self, f: Family, i: usize, day: i64, out: &mut Vec<Msg>) {
+    fn bad_record(&mut self, f: Feed, i: usize, day: i64, out: &mut Vec<Msg>) {
         let kind = i % 4;
         let n = i / 4;
         let t = day * DAY_MS - WIB_MS + 10 * 3_600_000;
@@ -1094,16 +1065,10 @@ impl Stream {
                 let (g, rule) = garbage(n);
                 (b"garbage".to_vec(), g, rule)
             }
-            (Family::Merchants, _) => {
+            (Feed::Merchants, _) => {
                 let id = format!("NIB-BAD-{i:05}");
-                let mut e = crate::merchant_traffic::event(
-                    0,
-                    1,
-                    MerchantEventType::Registered,
-                    "36.04.19",
-                    "56102",
-                    t,
-                );
+                let mut e =
+                    registry_event(0, 1, MerchantEventType::Registered, "36.04.19", "56102", t);
                 e.event_id = uuid(&mut self.rng);
                 e.merchant_id = id.clone();
                 let (sid, rule) = match kind {
@@ -1120,9 +1085,9 @@ impl Stream {
                 let p = encode(&self.schemas[2], sid, &e).expect("encodes");
                 (id.into_bytes(), p, rule)
             }
-            (Family::Qris, _) => {
+            (Feed::Qris, _) => {
                 let mut rng = StdRng::seed_from_u64(self.spec.seed ^ (i as u64) << 8);
-                let m = crate::traffic::Merchant {
+                let m = crate::qris::Merchant {
                     nmid: format!("ID10{:011}", 26_000_000 + i),
                     pan: "9360000812345678".into(),
                     mcc: "5812",
@@ -1130,12 +1095,8 @@ impl Stream {
                     criteria: MerchantCriteria::UMI,
                     name: "UMKM BAD".into(),
                 };
-                let mut p = crate::traffic::payment(
-                    &m,
-                    format!("{:012}", 600_000_000_000 + i),
-                    &mut rng,
-                    t,
-                );
+                let mut p =
+                    crate::qris::payment(&m, format!("{:012}", 600_000_000_000 + i), &mut rng, t);
                 p.event_id = uuid(&mut self.rng);
                 p.event_time = t;
                 let (sid, rule) = match kind {
@@ -1152,9 +1113,9 @@ impl Stream {
                 let payload = encode(&self.schemas[0], sid, &p).expect("encodes");
                 (m.nmid.into_bytes(), payload, rule)
             }
-            (Family::Noncash, _) => {
+            (Feed::Noncash, _) => {
                 let mut rng = StdRng::seed_from_u64(self.spec.seed ^ (i as u64) << 16);
-                let m = crate::noncash_traffic::CardMerchant {
+                let m = crate::noncash::CardMerchant {
                     acquirer_id: "93600008".into(),
                     merchant_id: format!("MBAD{i:05}"),
                     nmid: None,
@@ -1162,8 +1123,7 @@ impl Stream {
                     region: "36.04.19",
                     name: "UMKM BAD".into(),
                 };
-                let mut p =
-                    crate::noncash_traffic::payment(&m, format!("RFBAD{i:07}"), &mut rng, t);
+                let mut p = crate::noncash::payment(&m, format!("RFBAD{i:07}"), &mut rng, t);
                 p.event_id = uuid(&mut self.rng);
                 p.event_time = t;
                 let (sid, rule) = match kind {
@@ -1262,18 +1222,10 @@ mod tests {
             bad_each: 0,
             ..small()
         });
-        let of = |f: Family| msgs.iter().filter(|m| m.family == f).collect::<Vec<_>>();
-        check::<QrisPayment>(crate::traffic::CURRENT, QRIS_ID, &of(Family::Qris));
-        check::<NoncashPayment>(
-            crate::noncash_traffic::CURRENT,
-            NONCASH_ID,
-            &of(Family::Noncash),
-        );
-        check::<MerchantEvent>(
-            crate::merchant_traffic::SCHEMA,
-            MERCHANT_ID,
-            &of(Family::Merchants),
-        );
+        let of = |f: Feed| msgs.iter().filter(|m| m.family == f).collect::<Vec<_>>();
+        check::<QrisPayment>(crate::qris::CURRENT, QRIS_ID, &of(Feed::Qris));
+        check::<NoncashPayment>(crate::noncash::CURRENT, NONCASH_ID, &of(Feed::Noncash));
+        check::<MerchantEvent>(crate::merchants::SCHEMA, MERCHANT_ID, &of(Feed::Merchants));
     }
 
     #[test]
@@ -1293,11 +1245,11 @@ mod tests {
         assert!(net < gross);
         let by_kab: u64 = t.by_kab_kota.values().map(|k| k.0).sum();
         assert_eq!(by_kab, gross);
-        for f in [Family::Qris, Family::Noncash, Family::Merchants] {
+        for f in [Feed::Qris, Feed::Noncash, Feed::Merchants] {
             let rows = match f {
-                Family::Qris => t.qris_payments,
-                Family::Noncash => t.noncash_payments,
-                Family::Merchants => t.merchant_versions,
+                Feed::Qris => t.qris_payments,
+                Feed::Noncash => t.noncash_payments,
+                Feed::Merchants => t.merchant_versions,
             };
             let n = msgs.iter().filter(|m| m.family == f).count() as u64;
             assert_eq!(n, rows + t.duplicates(f) + t.bad_total(f), "{f:?}");

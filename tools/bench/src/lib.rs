@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use umkm_runtime::config::BatchSettings;
 
-use crate::banten::{Family as Fam, Spec, Stream};
-use crate::{ConsumerProc, ConsumerSetup, Ends, Env, QRIS, ch, ch_u64, committed, create_topic};
+use umkm_e2e::procfs::{cpu_seconds, peak_rss_kib};
+use umkm_e2e::{
+    ConsumerProc, ConsumerSetup, Ends, Env, QRIS, ch, ch_u64, committed, create_topic, poll_every,
+};
+use umkm_traffic::banten::{Feed, Spec, Stream};
 
 /// QRIS messages (key, Confluent-framed Avro) from the Banten model, and how many unique
 /// payment rows they must land.
@@ -47,7 +49,7 @@ pub fn dataset(events: usize, duplicates: bool) -> Result<Dataset> {
         while let Some(day) = stream.next_day() {
             msgs.extend(
                 day.into_iter()
-                    .filter(|m| m.family == Fam::Qris)
+                    .filter(|m| m.family == Feed::Qris)
                     .map(|m| (m.key, m.payload)),
             );
         }
@@ -62,25 +64,18 @@ pub fn dataset(events: usize, duplicates: bool) -> Result<Dataset> {
     bail!("the Banten model gave fewer than {events} QRIS messages")
 }
 
-/// A producer for pre-publishing: large batches (nothing restarts inside them here; see
-/// `crate::producer` for why the tests publish one record per batch).
-fn bulk_producer(env: &Env, linger_ms: u32) -> Result<FutureProducer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
-        .set("acks", "all")
-        .set("linger.ms", linger_ms.to_string())
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "500000")
-        .set("message.timeout.ms", "60000")
-        .create()?)
-}
-
 /// Publishes every message (keyed, so partitioned by NMID as publishers must) and returns the
 /// partition ends from the delivery reports.
 pub async fn publish_all(env: &Env, topic: &str, msgs: &[(Vec<u8>, Vec<u8>)]) -> Result<Ends> {
     let mut ends = Ends::new();
     let msgs = msgs.iter().map(|(k, v)| (Some(k.as_slice()), v.as_slice()));
-    crate::publish_via(&bulk_producer(env, 20)?, topic, msgs, &mut ends).await?;
+    umkm_e2e::publish_via(
+        &umkm_traffic::kafka::batching_producer(&env.brokers, 20)?,
+        topic,
+        msgs,
+        &mut ends,
+    )
+    .await?;
     Ok(ends)
 }
 
@@ -95,7 +90,7 @@ pub struct Published {
 }
 
 pub async fn prepublish(env: &Env, data: &Dataset, partitions: i32) -> Result<Published> {
-    let topic = crate::unique("bench") + ".payments.qris.v1";
+    let topic = umkm_e2e::unique("bench") + ".payments.qris.v1";
     create_topic(env, &topic, partitions).await?;
     let t = Instant::now();
     let ends = publish_all(env, &topic, &data.msgs).await?;
@@ -123,7 +118,7 @@ pub fn broker_ceiling(env: &Env, p: &Published) -> Result<(f64, Option<StackCpu>
     let stack0 = stack_cpu();
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &env.brokers)
-        .set("group.id", crate::unique("bench-broker"))
+        .set("group.id", umkm_e2e::unique("bench-broker"))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "100")
@@ -166,33 +161,20 @@ async fn ensure_landed(env: &Env, database: &str, unique: u64, who: &str) -> Res
     Ok(())
 }
 
-/// Peak resident set (VmHWM) of a process, KiB.
-pub fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn cpu_seconds_of(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-}
-
 /// CPU seconds used so far by the local stack's tansu and ClickHouse server, from the pid files
 /// `scripts/stack` writes (`$UMKM_STACK_DIR`, default `.stack/`); `None` for a stack run
 /// elsewhere. The bench uses it to show where a 2-core machine's CPU goes.
 pub fn stack_cpu() -> Option<StackCpu> {
     let dir = std::env::var_os("UMKM_STACK_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate::repo_root().join(".stack"));
+        .unwrap_or_else(|| umkm_e2e::repo_root().join(".stack"));
     let of = |name: &str| -> Option<f64> {
         let pid: u32 = std::fs::read_to_string(dir.join(name).join("pid"))
             .ok()?
             .trim()
             .parse()
             .ok()?;
-        cpu_seconds_of(pid)
+        cpu_seconds(pid)
     };
     Some(StackCpu {
         tansu: of("tansu")?,
@@ -271,32 +253,6 @@ fn consumer_setup(topic: &str, extra: &[(String, String)]) -> Result<ConsumerSet
     Ok(s)
 }
 
-/// Polls `f` every `every` until it is true; fails after `timeout`.
-async fn poll_until<F: FnMut() -> Result<bool>>(
-    timeout: Duration,
-    every: Duration,
-    what: &str,
-    mut f: F,
-) -> Result<Instant> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f()? {
-            return Ok(Instant::now());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        tokio::time::sleep(every).await;
-    }
-}
-
-fn assigned(proc: &ConsumerProc) -> bool {
-    std::fs::read_to_string(&proc.log)
-        .map(|t| t.contains("partitions assigned"))
-        .unwrap_or(false)
-}
-
 /// Runs qris-consumer over the pre-published topic until every offset is committed; checks
 /// that exactly the unique payments landed.
 pub async fn e2e(env: &Env, p: &Published, extra: &[(String, String)]) -> Result<E2eRun> {
@@ -305,37 +261,27 @@ pub async fn e2e(env: &Env, p: &Published, extra: &[(String, String)]) -> Result
     let mut proc = ConsumerProc::start(env, &s, "bench")?;
     let pid = proc.child.id();
     let result = async {
-        let t0 = poll_until(
-            Duration::from_secs(120),
-            Duration::from_millis(10),
-            "partitions assigned",
-            || {
-                if let Some(code) = proc_exited(pid) {
-                    bail!("qris-consumer exited ({code})");
-                }
-                Ok(assigned(&proc))
-            },
-        )
-        .await?;
-        let (cpu0, stack0) = (cpu_seconds_of(pid).unwrap_or(0.0), stack_cpu());
+        let t0 = assigned_at(&proc, Duration::from_millis(10)).await?;
+        let (cpu0, stack0) = (cpu_seconds(pid).unwrap_or(0.0), stack_cpu());
         let mut peak = 0u64;
         let (env2, s2, ends) = (env.clone(), s.clone(), p.ends.clone());
         let parts = p.partitions;
-        let t1 = poll_until(
+        let t1 = poll_every(
             Duration::from_secs(900),
             Duration::from_millis(50),
             "every offset committed",
             || {
                 peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
-                let got = committed(&env2, &s2.group, &s2.topic, parts)?;
-                Ok(ends
-                    .iter()
-                    .all(|(part, end)| got.get(part).copied() == Some(*end)))
+                let done = committed(&env2, &s2.group, &s2.topic, parts).map(|got| {
+                    ends.iter()
+                        .all(|(part, end)| got.get(part).copied() == Some(*end))
+                });
+                std::future::ready(done)
             },
         )
         .await?;
         let secs = t1.duration_since(t0).as_secs_f64();
-        let cpu = cpu_seconds_of(pid).unwrap_or(0.0) - cpu0;
+        let cpu = cpu_seconds(pid).unwrap_or(0.0) - cpu0;
         let stack = stack_cpu().zip(stack0).map(|(b, a)| b.since(a));
         peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
         ensure_landed(env, &s.database, p.unique_rows, "end to end").await?;
@@ -356,15 +302,23 @@ pub async fn e2e(env: &Env, p: &Published, extra: &[(String, String)]) -> Result
     result.map_err(|e: anyhow::Error| e.context(proc.log_tail()))
 }
 
-fn proc_exited(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let state = stat
-        .rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .next()?
-        .to_string();
-    (state == "Z").then_some("exited".into())
+/// When `proc` logged its first assignment (checked every `every`); an error if it exited.
+async fn assigned_at(proc: &ConsumerProc, every: Duration) -> Result<Instant> {
+    let pid = proc.child.id();
+    let t = poll_every(
+        Duration::from_secs(120),
+        every,
+        "partitions assigned",
+        || std::future::ready(Ok(proc_exited(pid) || proc.assigned())),
+    )
+    .await?;
+    ensure!(!proc_exited(pid), "qris-consumer exited");
+    Ok(t)
+}
+
+/// Whether the process has exited (a zombie until its parent waits for it).
+fn proc_exited(pid: u32) -> bool {
+    umkm_e2e::procfs::state(pid).is_none_or(|s| s == 'Z')
 }
 
 /// The rows the end-to-end run landed, as RowBinary request bodies that mirror the consumer's
@@ -426,7 +380,7 @@ pub async fn clickhouse_ceiling(
     let table = match &fresh {
         Some(s) => format!("`{}`.qris_payments", s.database),
         None => {
-            let table = format!("`{database}`.{}", crate::unique("ceiling"));
+            let table = format!("`{database}`.{}", umkm_e2e::unique("ceiling"));
             ch(
                 env,
                 &format!("CREATE TABLE {table} AS `{database}`.qris_payments"),
@@ -516,26 +470,14 @@ pub async fn latency(
 ) -> Result<Latency> {
     let n = ((rate * secs) as usize).min(data.msgs.len());
     ensure!(n > 0, "latency: nothing to send");
-    let topic = crate::unique("bench-lat") + ".payments.qris.v1";
+    let topic = umkm_e2e::unique("bench-lat") + ".payments.qris.v1";
     create_topic(env, &topic, partitions).await?;
     let s = consumer_setup(&topic, extra)?;
     create_topic(env, &s.dlq_topic, 1).await?;
     let mut proc = ConsumerProc::start(env, &s, "latency")?;
-    let pid = proc.child.id();
     let poll_ms = 20u64;
     let result = async {
-        poll_until(
-            Duration::from_secs(120),
-            Duration::from_millis(20),
-            "partitions assigned",
-            || {
-                if proc_exited(pid).is_some() {
-                    bail!("qris-consumer exited");
-                }
-                Ok(assigned(&proc))
-            },
-        )
-        .await?;
+        assigned_at(&proc, Duration::from_millis(20)).await?;
         // Poller: (time, highest landed offset per partition).
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (env2, db, stop2) = (env.clone(), s.database.clone(), stop.clone());
@@ -550,34 +492,26 @@ pub async fn latency(
             }
             snaps
         });
-        let producer = bulk_producer(env, 5)?;
+        let producer = umkm_traffic::kafka::batching_producer(&env.brokers, 5)?;
+        let mut publisher =
+            umkm_traffic::kafka::Publisher::new(&producer, n).recording_deliveries();
         let start = Instant::now();
-        let mut pending = Vec::with_capacity(n);
+        let mut sent_at = Vec::with_capacity(n);
         for (i, (k, v)) in data.msgs[..n].iter().enumerate() {
             let due = start + Duration::from_secs_f64(i as f64 / rate);
             if due > Instant::now() {
                 tokio::time::sleep_until(due.into()).await;
             }
-            let rec: FutureRecord<'_, Vec<u8>, Vec<u8>> =
-                FutureRecord::to(&topic).key(k).payload(v);
-            let sent = Instant::now();
-            match producer.send_result(rec) {
-                Ok(f) => pending.push((sent, f)),
-                Err((e, _)) => bail!("latency: publish: {e}"),
-            }
+            sent_at.push(Instant::now());
+            publisher.send(&topic, Some(k), v).await?;
         }
         let publish_secs = start.elapsed().as_secs_f64();
-        let mut sent: Vec<(Instant, i32, i64)> = Vec::with_capacity(n);
-        let mut ends = Ends::new();
-        for (t, f) in pending {
-            let (part, off) = {
-                let d = f.await?.map_err(|(e, _)| e)?;
-                (d.partition, d.offset)
-            };
-            sent.push((t, part, off));
-            let end = ends.entry(part).or_insert(0);
-            *end = (*end).max(off + 1);
-        }
+        let (ends, deliveries) = publisher.finish().await?;
+        let sent: Vec<(Instant, i32, i64)> = sent_at
+            .into_iter()
+            .zip(deliveries)
+            .map(|(t, (part, off))| (t, part, off))
+            .collect();
         let last = ends.clone();
         let db = s.database.clone();
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -631,13 +565,13 @@ pub async fn latency(
 /// `qris-consumer migrate`.
 fn migrated(env: &Env, topic: &str) -> Result<ConsumerSetup> {
     let s = consumer_setup(topic, &[])?;
-    let out = Command::new(crate::service_bin("qris-consumer"))
+    let out = Command::new(umkm_e2e::service_bin("qris-consumer"))
         .arg("migrate")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
         .env("UMKM_KAFKA_BROKERS", &env.brokers)
-        .env("UMKM_PII_HASH_KEY", crate::PII_KEY)
+        .env("UMKM_PII_HASH_KEY", umkm_e2e::PII_KEY)
         .env("UMKM__CLICKHOUSE__DATABASE", &s.database)
         .env("UMKM__REGISTRY__DIR", &s.registry_dir)
         .output()?;
@@ -649,14 +583,14 @@ fn migrated(env: &Env, topic: &str) -> Result<ConsumerSetup> {
     Ok(s)
 }
 
-/// One run of the Python baseline (bench/baseline.py).
+/// One run of the Python baseline (tools/bench/baseline.py).
 pub struct BaselineRun {
     pub secs: f64,
     pub cpu_us_per_event: f64,
     pub peak_rss_kib: u64,
 }
 
-/// Runs bench/baseline.py with `python` over the pre-published topic into a fresh database
+/// Runs tools/bench/baseline.py with `python` over the pre-published topic into a fresh database
 /// migrated by qris-consumer (the same tables and materialized views), then checks its rows.
 pub async fn baseline(
     env: &Env,
@@ -665,10 +599,10 @@ pub async fn baseline(
     native: &str,
 ) -> Result<BaselineRun> {
     let s = migrated(env, &p.topic)?;
-    let root = crate::repo_root();
+    let root = umkm_e2e::repo_root();
     let report = s.work_dir.join("baseline.json");
     let mut child = Command::new(python)
-        .arg(root.join("bench/baseline.py"))
+        .arg(root.join("tools/bench/baseline.py"))
         .args(["--brokers", &env.brokers])
         .args(["--topic", &p.topic])
         .args(["--group", &s.group])
@@ -686,7 +620,7 @@ pub async fn baseline(
                 .to_string_lossy(),
         ])
         .args(["--report", &report.to_string_lossy()])
-        .env("UMKM_PII_HASH_KEY", crate::PII_KEY)
+        .env("UMKM_PII_HASH_KEY", umkm_e2e::PII_KEY)
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
@@ -701,14 +635,17 @@ pub async fn baseline(
             break st;
         }
         peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
-        cpu = cpu_seconds_of(pid).unwrap_or(cpu);
+        cpu = cpu_seconds(pid).unwrap_or(cpu);
         if Instant::now() > deadline {
             let _ = child.kill();
             bail!("the baseline did not finish within 30 minutes");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    ensure!(status.success(), "bench/baseline.py failed ({status})");
+    ensure!(
+        status.success(),
+        "tools/bench/baseline.py failed ({status})"
+    );
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
     let secs = r["seconds"].as_f64().context("report: seconds")?;
     let cpu_total = r["cpu_seconds"].as_f64().unwrap_or(cpu);

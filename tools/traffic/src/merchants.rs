@@ -5,22 +5,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use apache_avro::Schema;
-use merchant_consumer::{
-    AcquirerMerchantId, MerchantEvent, MerchantEventType, OnboardingChannel, QrisCriteria, Scale,
-    SourceType,
-};
+use merchant_consumer::{MerchantEvent, MerchantEventType};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use umkm_core::avro::encode;
 
-use crate::traffic::{garbage, kecamatan_codes, now_ms};
+use crate::qris::{garbage, kecamatan_codes, now_ms};
 
 type Message = (Option<Vec<u8>>, Vec<u8>);
 
-pub const SCHEMA: &str = include_str!("../../schemas/avro/merchant_event.avsc");
+pub const SCHEMA: &str = crate::contracts::MERCHANT_SCHEMA;
 /// Registry id of the merchant v1 contract (schemas/avro/registry.json).
-pub const SCHEMA_ID: u32 = 3;
+pub const SCHEMA_ID: u32 = crate::contracts::MERCHANT_ID;
 
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -84,42 +81,7 @@ pub const KBLIS: &[(&str, &str)] = &[
     ("82190", "business_services"),
 ];
 
-/// One version of merchant `i`.
-pub fn event(
-    i: usize,
-    version: i64,
-    event_type: MerchantEventType,
-    region: &str,
-    kbli: &str,
-    t: i64,
-) -> MerchantEvent {
-    MerchantEvent {
-        event_id: uuid::Uuid::new_v4().to_string(),
-        source_id: "DINKOPUKM-BANTEN".into(),
-        source_type: SourceType::Registry,
-        event_type,
-        merchant_id: merchant_id(i),
-        version,
-        event_time: t,
-        business_name: format!("UMKM {i} v{version}"),
-        nmid: Some(format!("ID10{:011}", 24_000_000 + i)),
-        acquirer_merchant_ids: vec![AcquirerMerchantId {
-            acquirer_id: "93600008".into(),
-            merchant_id: format!("MID{:08}", 50_000 + i),
-        }],
-        kbli_codes: vec![kbli.into()],
-        mcc: Some("5812".into()),
-        scale: Some(Scale::Mikro),
-        qris_criteria: Some(QrisCriteria::UMI),
-        region_code: region.into(),
-        onboarding_channel: OnboardingChannel::GovernmentProgram,
-        onboarding_date: Some(19_000),
-    }
-}
-
-pub fn merchant_id(i: usize) -> String {
-    format!("NIB-{:013}", 9_120_000_000_000u64 + i as u64)
-}
+pub use crate::contracts::{merchant_id, registry_event as event};
 
 pub fn generate(spec: &Spec) -> MerchantPlan {
     let schema = Schema::parse_str(SCHEMA).expect("merchant schema");

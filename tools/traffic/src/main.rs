@@ -1,43 +1,52 @@
 //! umkm-traffic: plays Banten's banks, e-wallets, gateways and the UMKM registry. Publishes
 //! deterministic (seeded) Avro events in the Confluent wire format to the project's three topics
-//! (umkm_e2e::banten has the model), then prints a summary with the ground truth; `--summary-json`
-//! writes the same as JSON for tests and the demo.
-//!
-//! usage: umkm-traffic [options]
-//!   --brokers HOST:PORT      Kafka bootstrap servers (default $UMKM_KAFKA_BROKERS or 127.0.0.1:19092)
-//!   --seed N                 (default 1)
-//!   --merchants N            (default 2000)
-//!   --payments N             payments over the range (default 50000)
-//!   --from YYYY-MM-DD        first WIB day (default: --days before --to)
-//!   --to YYYY-MM-DD          last WIB day (default: yesterday, WIB)
-//!   --days N                 length of the range when --from is not given (default 90)
-//!   --rate N                 pace publishing at N messages/s (default: as fast as possible)
-//!   --double-report F        share of payments also reported by issuer/gateway (default 0.15)
-//!   --redeliver F            share of messages sent twice (default 0.02)
-//!   --late F                 share of payments published 1-5 days late (default 0.01)
-//!   --bad-each N             bad records of each kind per topic (default 5)
-//!   --refund F               share of successful payments refunded later (default 0.012)
-//!   --partial-refund F       share of refunds that are partial (default 0.3)
-//!   --cancel-after F         share of successful payments cancelled the same day (default 0.003)
-//!   --unknown-refund F       refunds of payments not in the data, per payment (default 0.0005)
-//!   --midnight F             share of double reports made at 00:00 WIB with the two clocks
-//!                            1.5 s apart across midnight (default 0.01)
-//!   --qris-topic T  --noncash-topic T  --merchant-topic T   (defaults: the project's topics)
-//!   --summary-json FILE      write the ground truth as JSON
-//!   --dry-run                generate and summarise without publishing
-//!   --create-topics P        create the three topics with P partitions if they are missing
-//!   --create-dlq T           also create topic T (1 partition) if missing; repeatable
-//!
-//! Otherwise the topics must exist (scripts/stack up creates the project's; docker-compose's
-//! kafka-init too).
+//! (`umkm_traffic::banten` has the model), then prints a summary with the ground truth;
+//! `--summary-json` writes the same as JSON for tests and the demo. `--help` prints [`USAGE`].
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: umkm-traffic [options]          publish
+       umkm-traffic topics [--brokers B] [NAME:PARTITIONS ...]
+                                       create topics that are missing (default: the
+                                       project's topics, README \"The two commands\")
+
+options:
+  --brokers HOST:PORT      Kafka bootstrap servers (default $UMKM_KAFKA_BROKERS or 127.0.0.1:19092)
+  --seed N                 (default 1)
+  --merchants N            (default 2000)
+  --payments N             payments over the range (default 50000)
+  --from YYYY-MM-DD        first WIB day (default: --days before --to)
+  --to YYYY-MM-DD          last WIB day (default: yesterday, WIB)
+  --days N                 length of the range when --from is not given (default 90)
+  --rate N                 pace publishing at N messages/s (default: as fast as possible)
+  --double-report F        share of payments also reported by issuer/gateway (default 0.15)
+  --redeliver F            share of messages sent twice (default 0.02)
+  --late F                 share of payments published 1-5 days late (default 0.01)
+  --bad-each N             bad records of each kind per topic (default 5)
+  --refund F               share of successful payments refunded later (default 0.012)
+  --partial-refund F       share of refunds that are partial (default 0.3)
+  --cancel-after F         share of successful payments cancelled the same day (default 0.003)
+  --unknown-refund F       refunds of payments not in the data, per payment (default 0.0005)
+  --midnight F             share of double reports made at 00:00 WIB with the two clocks
+                           1.5 s apart across midnight (default 0.01)
+  --qris-topic T  --noncash-topic T  --merchant-topic T   (defaults: the project's topics)
+  --summary-json FILE      write the ground truth as JSON
+  --dry-run                generate and summarise without publishing
+  --create-topics P        create the three topics with P partitions if they are missing
+  --create-dlq T           also create topic T (1 partition) if missing; repeatable
+  -h, --help               this text
+
+Otherwise the topics must exist (scripts/stack up creates the project's with `umkm-traffic
+topics`; docker-compose's kafka-init too).";
+
 use rdkafka::ClientConfig;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use umkm_e2e::banten::{Digest, Family, Spec, Stream, civil_from_days, days_from_civil};
+use rdkafka::producer::{FutureProducer, Producer};
+use umkm_core::time::{date_of_days, days_of_date};
+use umkm_traffic::banten::{Digest, Feed, Spec, Stream};
+use umkm_traffic::kafka::{PROJECT_TOPICS, Publisher, create_topics, parse_topic};
 
 struct Opts {
     brokers: String,
@@ -51,26 +60,16 @@ struct Opts {
 }
 
 fn parse_day(s: &str) -> Result<i64> {
-    let f: Vec<i64> = s
-        .split('-')
-        .map(|x| x.parse::<i64>())
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("date {s}: expected YYYY-MM-DD"))?;
-    if f.len() != 3 || !(1..=12).contains(&f[1]) || !(1..=31).contains(&f[2]) {
-        bail!("date {s}: expected YYYY-MM-DD");
-    }
-    Ok(days_from_civil(f[0], f[1], f[2]))
+    days_of_date(s).with_context(|| format!("date {s}: expected YYYY-MM-DD"))
 }
 
 fn day_str(d: i64) -> String {
-    let (y, m, dd) = civil_from_days(d);
-    format!("{y:04}-{m:02}-{dd:02}")
+    date_of_days(d)
 }
 
 fn opts() -> Result<Opts> {
     let mut spec = Spec::default();
-    let mut brokers =
-        std::env::var("UMKM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
+    let mut brokers = default_brokers();
     let (mut from, mut to, mut days) = (None, None, 90i64);
     let mut rate = None;
     let mut topics = [
@@ -109,7 +108,7 @@ fn opts() -> Result<Opts> {
             "--create-topics" => create_partitions = Some(val()?.parse()?),
             "--create-dlq" => create_dlq.push(val()?),
             "-h" | "--help" => {
-                println!("see the header of tests/src/bin/umkm-traffic.rs or the README");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other} (--help)"),
@@ -205,46 +204,43 @@ impl Progress {
     }
 }
 
-/// Creates the topics that do not exist yet (an existing topic is fine).
-async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::types::RDKafkaErrorCode;
-    if topics.is_empty() {
-        return Ok(());
-    }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
-        .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
-    let res = tokio::time::timeout(Duration::from_secs(30), admin.create_topics(&new, &opts))
-        .await
-        .context("creating topics timed out")??;
-    for r in res {
-        if let Err((t, e)) = r
-            && e != RDKafkaErrorCode::TopicAlreadyExists
-        {
-            bail!("create topic {t}: {e}");
-        }
-    }
-    Ok(())
+fn default_brokers() -> String {
+    std::env::var("UMKM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
 }
 
-async fn drain(pending: &mut Vec<DeliveryFuture>) -> Result<()> {
-    for f in pending.drain(..) {
-        f.await
-            .context("delivery cancelled")?
-            .map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))?;
+/// `umkm-traffic topics [--brokers B] [NAME:PARTITIONS ...]`.
+async fn topics_command(mut args: impl Iterator<Item = String>) -> Result<()> {
+    let mut brokers = default_brokers();
+    let mut wanted = Vec::new();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--brokers" => brokers = args.next().context("--brokers needs a value")?,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            t => wanted.push(parse_topic(t)?),
+        }
+    }
+    if wanted.is_empty() {
+        wanted = PROJECT_TOPICS
+            .iter()
+            .map(|(t, p)| (t.to_string(), *p))
+            .collect();
+    }
+    let refs: Vec<(&str, i32)> = wanted.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    create_topics(&brokers, &refs).await?;
+    for (t, p) in &wanted {
+        println!("{t}:{p}");
     }
     Ok(())
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("topics") {
+        return topics_command(std::env::args().skip(2)).await;
+    }
     let o = opts()?;
     let mut wanted: Vec<(&str, i32)> = o.create_dlq.iter().map(|t| (t.as_str(), 1)).collect();
     if let Some(n) = o.create_partitions {
@@ -298,35 +294,18 @@ async fn main() -> Result<()> {
     let mut sent = 0u64;
     let mut digest = Digest::default();
     let mut days_done = 0;
-    let mut pending: Vec<DeliveryFuture> = Vec::new();
+    let mut publisher = producer.as_ref().map(|p| Publisher::new(p, 50_000));
     let started = Instant::now();
     while let Some(msgs) = stream.next_day() {
         for m in msgs {
             digest.add(&m);
-            if let Some(p) = &producer {
+            if let Some(p) = &mut publisher {
                 let topic = match m.family {
-                    Family::Qris => &o.topics[0],
-                    Family::Noncash => &o.topics[1],
-                    Family::Merchants => &o.topics[2],
+                    Feed::Qris => &o.topics[0],
+                    Feed::Noncash => &o.topics[1],
+                    Feed::Merchants => &o.topics[2],
                 };
-                let mut rec = FutureRecord::to(topic).key(&m.key).payload(&m.payload);
-                loop {
-                    match p.send_result(rec) {
-                        Ok(f) => {
-                            pending.push(f);
-                            break;
-                        }
-                        Err((_, r)) => {
-                            // Local queue full: wait for what is in flight, then retry.
-                            rec = r;
-                            drain(&mut pending).await?;
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                    }
-                }
-                if pending.len() >= 50_000 {
-                    drain(&mut pending).await?;
-                }
+                p.send(topic, Some(&m.key), &m.payload).await?;
             }
             sent += 1;
             if let Some(r) = o.rate {
@@ -340,7 +319,9 @@ async fn main() -> Result<()> {
         days_done += 1;
         progress.show(sent, days_done, false);
     }
-    drain(&mut pending).await?;
+    if let Some(p) = publisher {
+        p.finish().await?;
+    }
     if let Some(p) = &producer {
         p.flush(Duration::from_secs(60))?;
     }
@@ -358,23 +339,23 @@ async fn main() -> Result<()> {
     println!(
         "  qris_payments      {:>9} rows  ({} double reports, {} redeliveries, {} bad)",
         t.qris_payments,
-        t.double_reports.get(&Family::Qris).unwrap_or(&0),
-        t.redeliveries.get(&Family::Qris).unwrap_or(&0),
-        t.bad_total(Family::Qris)
+        t.double_reports.get(&Feed::Qris).unwrap_or(&0),
+        t.redeliveries.get(&Feed::Qris).unwrap_or(&0),
+        t.bad_total(Feed::Qris)
     );
     println!(
         "  noncash_payments   {:>9} rows  ({} double reports, {} redeliveries, {} bad)",
         t.noncash_payments,
-        t.double_reports.get(&Family::Noncash).unwrap_or(&0),
-        t.redeliveries.get(&Family::Noncash).unwrap_or(&0),
-        t.bad_total(Family::Noncash)
+        t.double_reports.get(&Feed::Noncash).unwrap_or(&0),
+        t.redeliveries.get(&Feed::Noncash).unwrap_or(&0),
+        t.bad_total(Feed::Noncash)
     );
     println!(
         "  merchant_events    {:>9} rows  ({} merchants registered, {} redeliveries, {} bad)",
         t.merchant_versions,
         t.merchants_registered,
-        t.redeliveries.get(&Family::Merchants).unwrap_or(&0),
-        t.bad_total(Family::Merchants)
+        t.redeliveries.get(&Feed::Merchants).unwrap_or(&0),
+        t.bad_total(Feed::Merchants)
     );
     println!("  late payments      {:>9}", t.late_payments);
     println!(
@@ -385,9 +366,15 @@ async fn main() -> Result<()> {
         "  midnight doubles   {:>9}  (issuer and acquirer 1.5 s apart across 00:00 WIB: one payment each)",
         t.midnight_doubles
     );
+    println!(
+        "  successful payments, gross and net of refunds and cancellations (docs/metrics.md):"
+    );
     for (c, (n, v)) in &t.success_by_channel {
         let (nn, nv) = t.net_by_channel.get(c).copied().unwrap_or_default();
-        println!("  {c:<9} gross {n:>9} payments Rp{v:>15}   net {nn:>9} payments Rp{nv:>15}");
+        println!("    {c:<9} gross {n:>9} Rp{v:>15}   net {nn:>9} Rp{nv:>15}");
+    }
+    for (kab, (n, v, nn, nv)) in &t.by_kab_kota {
+        println!("    {kab:<9} gross {n:>9} Rp{v:>15}   net {nn:>9} Rp{nv:>15}");
     }
     println!("  stream digest      {}", digest.hex());
     for (f, rules) in &t.bad {

@@ -20,20 +20,17 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use qris_consumer::{Qris, QrisPayment, QrisRow};
+use umkm_bench as bench;
 use umkm_core::avro::Decoder;
 use umkm_core::dedup::{Candidate, resolve_in_batch};
 use umkm_core::pii::PiiHasher;
-use umkm_e2e::banten::{Family as Fam, Spec, Stream};
-use umkm_e2e::{Env, bench};
+use umkm_e2e::Env;
 use umkm_runtime::family::{Family, MessageMeta};
+use umkm_traffic::banten::{Feed, QRIS_ID, QRIS_SCHEMA, Spec, Stream};
 
+/// CPU seconds of this process so far.
 fn cpu_seconds() -> f64 {
-    // utime + stime of this process, from /proc (Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    umkm_e2e::procfs::cpu_seconds(std::process::id()).unwrap_or(0.0)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -54,7 +51,7 @@ async fn core(events: usize, runs: usize, batch: usize) -> Result<(f64, f64)> {
     while let Some(day) = stream.next_day() {
         msgs.extend(
             day.into_iter()
-                .filter(|m| m.family == Fam::Qris)
+                .filter(|m| m.family == Feed::Qris)
                 .map(|m| (m.key, m.payload)),
         );
     }
@@ -64,7 +61,7 @@ async fn core(events: usize, runs: usize, batch: usize) -> Result<(f64, f64)> {
     }
     let mut decoder = Decoder::new(<Qris as Family>::READER_SCHEMA)?;
     decoder
-        .register(umkm_e2e::traffic::CURRENT_ID, umkm_e2e::traffic::CURRENT)
+        .register(QRIS_ID, QRIS_SCHEMA)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let family = Qris::new(
         PiiHasher::new(b"bench-only-pii-key-0123456789").map_err(anyhow::Error::msg)?,
@@ -365,7 +362,7 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
     let mut base_rss = Vec::new();
     if let Some(python) = &a.python {
         println!(
-            "== baseline: bench/baseline.py (confluent-kafka, fastavro, clickhouse-driver) =="
+            "== baseline: tools/bench/baseline.py (confluent-kafka, fastavro, clickhouse-driver) =="
         );
         for run in 1..=runs {
             settle(&env).await?;

@@ -12,11 +12,11 @@ use serde::Serialize;
 use umkm_core::avro::encode;
 
 /// Revision 1 of the QRIS contract (registry id 1): what the tests' revision-1 writers use.
-pub const V1: &str = include_str!("../../schemas/avro/qris_payment.rev1.avsc");
+pub const V1: &str = include_str!("../../../schemas/avro/qris_payment.rev1.avsc");
 /// The current revision (2) of the QRIS contract, registry id [`CURRENT_ID`].
-pub const CURRENT: &str = include_str!("../../schemas/avro/qris_payment.avsc");
-pub const CURRENT_ID: u32 = 4;
-pub const V2: &str = include_str!("../fixtures/qris_payment_v2.avsc");
+pub const CURRENT: &str = crate::contracts::QRIS_SCHEMA;
+pub const CURRENT_ID: u32 = crate::contracts::QRIS_ID;
+pub const V2: &str = include_str!("../../../tests/fixtures/qris_payment_v2.avsc");
 /// Registry id of the v2 fixture in the tests' file registry.
 pub const V2_ID: u32 = 12;
 
@@ -134,7 +134,7 @@ pub fn payment(m: &Merchant, rrn: String, rng: &mut StdRng, now: i64) -> QrisPay
         94..97 => PaymentStatus::Cancelled,
         _ => PaymentStatus::Failed,
     };
-    // Log-normal ticket size, median Rp30k (BRIEF.md §6: median Rp20-35k for UMI warung/food),
+    // Log-normal ticket size, median Rp30k (docs/domain.md "Ticket sizes": Rp20-35k for UMI warung/food),
     // rounded to Rp500 and capped at the Rp10 juta QRIS limit.
     let (u1, u2): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
     let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
@@ -182,18 +182,7 @@ fn enc(schema: &Schema, id: u32, e: &QrisPayment) -> Vec<u8> {
     encode(schema, id, e).expect("sample events encode")
 }
 
-/// A garbage record for bad-record test number `i` and the DLQ rule it must get: alternately
-/// shorter than the Confluent header, and JSON (wrong magic byte).
-pub fn garbage(i: usize) -> (Vec<u8>, &'static str) {
-    if i.is_multiple_of(2) {
-        (vec![0u8, 0, 1], "wire_short_buffer")
-    } else {
-        (
-            format!("{{\"not\":\"avro\",\"i\":{i}}}").into_bytes(),
-            "wire_bad_magic",
-        )
-    }
-}
+pub use crate::contracts::garbage;
 
 /// Log-normal amount in whole rupiah with the given median, rounded to Rp500.
 pub fn log_normal_amount(rng: &mut StdRng, median: f64, sigma: f64, max: i64) -> i64 {

@@ -8,12 +8,12 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use umkm_core::avro::encode;
 
-use crate::traffic::{Plan, garbage, kecamatan_codes, log_normal_amount, now_ms};
+use crate::qris::{Plan, garbage, kecamatan_codes, log_normal_amount, now_ms};
 
-pub const SCHEMA: &str = include_str!("../../schemas/avro/noncash_payment.rev1.avsc");
+pub const SCHEMA: &str = include_str!("../../../schemas/avro/noncash_payment.rev1.avsc");
 /// The current revision (2) of the non-cash contract, registry id [`CURRENT_ID`].
-pub const CURRENT: &str = include_str!("../../schemas/avro/noncash_payment.avsc");
-pub const CURRENT_ID: u32 = 5;
+pub const CURRENT: &str = crate::contracts::NONCASH_SCHEMA;
+pub const CURRENT_ID: u32 = crate::contracts::NONCASH_ID;
 /// Registry id of the non-cash v1 contract (schemas/avro/registry.json).
 pub const SCHEMA_ID: u32 = 2;
 

@@ -1,0 +1,91 @@
+//! Kafka clients: the consumer (manual commits after ClickHouse acknowledged, rebalance events
+//! handed to the pipeline, consumer lag from librdkafka statistics) and the DLQ producer, plus
+//! [`Received`], the one shape in which a message enters the pipeline.
+
+mod rebalance;
+
+use std::sync::Arc;
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaResult;
+use rdkafka::producer::FutureProducer;
+
+pub use rebalance::{ConsumerCtx, RebalanceEvent};
+
+use crate::config::Validated;
+use crate::metrics::Metrics;
+
+/// (topic, partition).
+pub type TopicPartition = (String, i32);
+
+pub type Consumer = StreamConsumer<ConsumerCtx>;
+
+/// A consumed message, owned: the borrowed message would pin the consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+impl Received {
+    pub fn of(m: &rdkafka::message::BorrowedMessage<'_>) -> Received {
+        Received {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        }
+    }
+}
+
+fn base(v: &Validated) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &v.settings.kafka.brokers);
+    c
+}
+
+/// `kafka.extra` last: it overrides what the runtime sets.
+fn with_extra(mut c: ClientConfig, v: &Validated) -> ClientConfig {
+    for (key, val) in &v.settings.kafka.extra {
+        c.set(key, val);
+    }
+    c
+}
+
+pub fn consumer(v: &Validated, service: &str, metrics: Arc<Metrics>) -> KafkaResult<Consumer> {
+    let k = &v.settings.kafka;
+    let mut c = base(v);
+    c.set("group.id", &k.group_id)
+        .set("client.id", service)
+        // Offsets are committed by the pipeline, only after ClickHouse (and the DLQ) have the data.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &k.auto_offset_reset)
+        .set("session.timeout.ms", k.session_timeout_ms.to_string())
+        .set("max.poll.interval.ms", k.max_poll_interval_ms.to_string())
+        .set(
+            "statistics.interval.ms",
+            k.statistics_interval_ms.to_string(),
+        )
+        .set("fetch.wait.max.ms", "100")
+        // Prefetch at most 16 MiB (librdkafka's default is 64 MiB): about 40,000 QRIS events.
+        // The pipeline keeps consuming while a batch is inserted, so a deep prefetch buys
+        // nothing but memory (docs/benchmarks.md). `kafka.extra` may raise it.
+        .set("queued.max.messages.kbytes", "16384");
+    with_extra(c, v).create_with_context(ConsumerCtx::new(metrics))
+}
+
+pub fn producer(v: &Validated, service: &str) -> KafkaResult<FutureProducer> {
+    let mut c = base(v);
+    c.set("client.id", format!("{service}-dlq"))
+        .set("acks", "all")
+        .set("message.timeout.ms", "30000")
+        .set("linger.ms", "5");
+    with_extra(c, v).create()
+}

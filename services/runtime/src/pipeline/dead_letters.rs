@@ -1,0 +1,314 @@
+//! Dead letters: a bad record goes to the DLQ topic with its original key and value and
+//! `dlq.*` headers saying why (README "Dead-letter topic"). It is sent at once; the batch that
+//! holds its offset is committed only after the broker acknowledged it.
+
+use std::sync::Arc;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use umkm_core::{Invalid, join_reasons};
+
+use crate::kafka::Received;
+use crate::metrics::Metrics;
+
+/// Where a record was found bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Framing, schema id or Avro.
+    Decode,
+    /// The family's rules.
+    Validate,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Validate => "validate",
+        }
+    }
+}
+
+/// One record on its way to the DLQ topic.
+pub struct DeadLetter {
+    pub partition: i32,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: OwnedHeaders,
+    stage: Stage,
+    /// The first rule that failed (the metric's label).
+    rule: &'static str,
+    delivery: Option<DeliveryFuture>,
+}
+
+#[cfg(test)]
+impl DeadLetter {
+    pub fn for_test(partition: i32) -> DeadLetter {
+        DeadLetter {
+            partition,
+            key: None,
+            payload: vec![1],
+            headers: OwnedHeaders::new(),
+            stage: Stage::Decode,
+            rule: "test",
+            delivery: None,
+        }
+    }
+}
+
+/// The `dlq.*` headers of a record (`now_ms`: when it was dead-lettered). Reasons name fields
+/// and rules, never a payer identifier.
+pub fn headers(
+    service: &str,
+    m: &Received,
+    schema_id: Option<u32>,
+    stage: Stage,
+    reasons: &[Invalid],
+    now_ms: i64,
+) -> Vec<(&'static str, String)> {
+    let rules = reasons.iter().map(|r| r.rule).collect::<Vec<_>>().join(",");
+    vec![
+        ("dlq.reason", join_reasons(reasons)),
+        ("dlq.rule", rules),
+        ("dlq.stage", stage.as_str().to_string()),
+        ("dlq.service", service.to_string()),
+        ("dlq.source.topic", m.topic.clone()),
+        ("dlq.source.partition", m.partition.to_string()),
+        ("dlq.source.offset", m.offset.to_string()),
+        (
+            "dlq.schema_id",
+            schema_id.map(|s| s.to_string()).unwrap_or_default(),
+        ),
+        ("dlq.timestamp_ms", now_ms.to_string()),
+    ]
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{unacknowledged} dead letter(s) not acknowledged: {last}")]
+pub struct DeadLetterError {
+    pub unacknowledged: usize,
+    pub last: String,
+}
+
+/// The DLQ producer of one service.
+pub struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+    service: &'static str,
+    metrics: Arc<Metrics>,
+}
+
+impl DeadLetters {
+    pub fn new(
+        producer: FutureProducer,
+        topic: String,
+        service: &'static str,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        DeadLetters {
+            producer,
+            topic,
+            service,
+            metrics,
+        }
+    }
+
+    /// Builds the dead letter of `m` and sends it.
+    pub fn send(
+        &self,
+        m: Received,
+        schema_id: Option<u32>,
+        stage: Stage,
+        reasons: &[Invalid],
+    ) -> DeadLetter {
+        let hs = headers(self.service, &m, schema_id, stage, reasons, super::now_ms());
+        tracing::warn!(
+            topic = %m.topic,
+            partition = m.partition,
+            offset = m.offset,
+            stage = stage.as_str(),
+            rules = %hs[1].1,
+            reason = %hs[0].1,
+            "record dead-lettered"
+        );
+        let mut headers = OwnedHeaders::new_with_capacity(hs.len());
+        for (k, v) in &hs {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut d = DeadLetter {
+            partition: m.partition,
+            key: m.key,
+            payload: m.payload,
+            headers,
+            stage,
+            rule: reasons.first().map(|r| r.rule).unwrap_or("unknown"),
+            delivery: None,
+        };
+        self.enqueue(&mut d);
+        d
+    }
+
+    fn enqueue(&self, d: &mut DeadLetter) {
+        let mut rec: FutureRecord<'_, Vec<u8>, Vec<u8>> = FutureRecord::to(&self.topic)
+            .payload(&d.payload)
+            .headers(d.headers.clone());
+        if let Some(k) = &d.key {
+            rec = rec.key(k);
+        }
+        d.delivery = match self.producer.send_result(rec) {
+            Ok(f) => Some(f),
+            Err((e, _)) => {
+                tracing::warn!(error = %e, "DLQ enqueue failed; retried at flush");
+                None
+            }
+        };
+    }
+
+    /// Waits until the broker acknowledged every one of `letters`; acknowledged ones are
+    /// counted and removed. On failure the rest are sent again (kept for the next attempt)
+    /// and the error says how many are left.
+    pub async fn confirm(&self, letters: &mut Vec<DeadLetter>) -> Result<(), DeadLetterError> {
+        let mut last = None;
+        let mut left = Vec::new();
+        for mut d in letters.drain(..) {
+            let acked = match d.delivery.take() {
+                Some(f) => match f.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) => Err(e.to_string()),
+                    Err(_) => Err("DLQ delivery cancelled".to_string()),
+                },
+                None => Err("DLQ record not enqueued".to_string()),
+            };
+            match acked {
+                Ok(()) => {
+                    self.metrics
+                        .dlq
+                        .with_label_values(&[d.stage.as_str(), d.rule])
+                        .inc();
+                    self.metrics.events.with_label_values(&["dlq"]).inc();
+                }
+                Err(e) => {
+                    last = Some(e);
+                    left.push(d);
+                }
+            }
+        }
+        let Some(last) = last else {
+            return Ok(());
+        };
+        for d in &mut left {
+            self.enqueue(d);
+        }
+        let unacknowledged = left.len();
+        *letters = left;
+        Err(DeadLetterError {
+            unacknowledged,
+            last,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::ClientConfig;
+    use rdkafka::mocking::MockCluster;
+
+    use super::*;
+
+    fn received() -> Received {
+        Received {
+            topic: "payments.qris.v1".into(),
+            partition: 3,
+            offset: 77,
+            key: Some(b"ID1".to_vec()),
+            payload: vec![0, 0, 0, 0, 4, 1],
+        }
+    }
+
+    fn reasons() -> Vec<Invalid> {
+        vec![
+            Invalid::new("amount_not_positive", "amount -5 is not positive"),
+            Invalid::new("region_unknown", "kecamatan 36.99.99 is not in Banten"),
+        ]
+    }
+
+    #[test]
+    fn headers_name_the_source_rules_and_reason() {
+        let h = headers(
+            "qris-consumer",
+            &received(),
+            Some(4),
+            Stage::Validate,
+            &reasons(),
+            1_700_000_000_000,
+        );
+        let get = |k: &str| h.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("dlq.rule"), Some("amount_not_positive,region_unknown"));
+        assert_eq!(
+            get("dlq.reason"),
+            Some(
+                "amount_not_positive: amount -5 is not positive; region_unknown: kecamatan 36.99.99 is not in Banten"
+            )
+        );
+        assert_eq!(get("dlq.stage"), Some("validate"));
+        assert_eq!(get("dlq.service"), Some("qris-consumer"));
+        assert_eq!(get("dlq.source.topic"), Some("payments.qris.v1"));
+        assert_eq!(get("dlq.source.partition"), Some("3"));
+        assert_eq!(get("dlq.source.offset"), Some("77"));
+        assert_eq!(get("dlq.schema_id"), Some("4"));
+        assert_eq!(get("dlq.timestamp_ms"), Some("1700000000000"));
+        let undecodable = headers("s", &received(), None, Stage::Decode, &reasons(), 0);
+        assert!(undecodable.contains(&("dlq.schema_id", String::new())));
+    }
+
+    fn letters(producer: FutureProducer, n: usize) -> (DeadLetters, Vec<DeadLetter>) {
+        let metrics = Arc::new(Metrics::new("test"));
+        let dl = DeadLetters::new(producer, "payments.dlq".into(), "test", metrics);
+        let sent = (0..n)
+            .map(|_| dl.send(received(), Some(4), Stage::Validate, &reasons()))
+            .collect();
+        (dl, sent)
+    }
+
+    #[tokio::test]
+    async fn confirm_waits_for_every_ack_and_counts_them() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("payments.dlq", 1, 1).unwrap();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .unwrap();
+        let (dl, mut sent) = letters(producer, 3);
+        dl.confirm(&mut sent).await.unwrap();
+        assert!(sent.is_empty());
+        let page = dl.metrics.render();
+        assert!(
+            page.contains(
+                r#"umkm_dlq_total{rule="amount_not_positive",stage="validate",service="test"} 3"#
+            ),
+            "{page}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unacknowledged_letters_stay_and_are_sent_again() {
+        // No broker answers: every delivery times out.
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("message.timeout.ms", "200")
+            .create()
+            .unwrap();
+        let (dl, mut sent) = letters(producer, 2);
+        let e = tokio::time::timeout(std::time::Duration::from_secs(20), dl.confirm(&mut sent))
+            .await
+            .expect("bounded by message.timeout.ms")
+            .unwrap_err();
+        assert_eq!(e.unacknowledged, 2);
+        assert_eq!(sent.len(), 2, "kept for the next attempt");
+        assert!(sent.iter().all(|d| d.delivery.is_some()), "re-sent");
+        assert!(!dl.metrics.render().contains("umkm_dlq_total{"));
+    }
+}

@@ -1,0 +1,664 @@
+//! The shared consumer pipeline. One message goes through its parts in one direction:
+//!
+//! [`Received`] → [`decode`] (Confluent framing, writer schema by id, pinned reader schema) →
+//! `Family::process` (validate, normalise) → [`batch`] (an event, or a dead letter sent at once
+//! by [`dead_letters`]) → at flush: the dead letters' acks → [`dedup`] (in batch, memory,
+//! ClickHouse lookup) → [`insert`] (one INSERT, running while the next batch is consumed) →
+//! commit of the batch's offsets.
+//!
+//! Guarantees:
+//! - an offset is committed only after every message before it is in ClickHouse, recognised as
+//!   a duplicate of a row in ClickHouse, or acknowledged by the DLQ topic;
+//! - a dedup key is inserted at most once: before every insert attempt the batch's keys are
+//!   looked up in ClickHouse (which also covers a previous attempt that partly landed, a crash
+//!   between insert and commit, and another consumer that had the partition before);
+//!   a key is remembered in memory only after its insert succeeded;
+//! - a failing insert keeps its batch, pauses the partitions and retries with bounded
+//!   exponential backoff (`retry.clickhouse`, `retry.dlq`); before a retry (and before the
+//!   first insert after an assignment) it waits until no insert of ours for those partitions
+//!   is still running on the server.
+
+mod batch;
+mod dead_letters;
+mod decode;
+mod dedup;
+mod insert;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer as _};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use umkm_core::Invalid;
+use umkm_core::avro::Decoder;
+use umkm_core::batch::{BatchPolicy, FlushReason};
+use umkm_core::clickhouse_error::ErrorClass;
+use umkm_core::dedup::Candidate;
+
+use self::batch::Batch;
+use self::dead_letters::{DeadLetterError, DeadLetters, Stage};
+use self::decode::Decoding;
+use self::dedup::Dedup;
+use self::insert::{InFlight, Inserted};
+use crate::admin::Health;
+use crate::clickhouse::{ClickHouse, ClickHouseError, InsertId, dedup_token};
+use crate::config::Validated;
+use crate::family::{Family, MessageMeta};
+use crate::kafka::{Consumer, RebalanceEvent, Received, TopicPartition};
+use crate::metrics::{DupStage, Metrics};
+use crate::registry::{FetchError, SchemaSource};
+use crate::retry::{Next, Retrying};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stopped on request with everything flushed and committed.
+    Clean,
+    /// Stopped on request but the last batch could not be written within the shutdown timeout;
+    /// nothing was committed past it, so it is consumed again at the next start.
+    Unflushed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("giving up on ClickHouse ({what}) after {attempts} attempts over {elapsed:?}: {last}")]
+    ClickHouse {
+        what: &'static str,
+        attempts: u32,
+        elapsed: Duration,
+        last: ClickHouseError,
+    },
+    #[error(
+        "giving up on the dead-letter topic after {attempts} attempts over {elapsed:?}: {last}"
+    )]
+    DeadLetters {
+        attempts: u32,
+        elapsed: Duration,
+        last: DeadLetterError,
+    },
+    #[error("schema registry unavailable: {0}")]
+    Registry(#[from] FetchError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the insert task failed: {0}")]
+    InsertTask(String),
+    #[error("the reader schema does not parse: {0}")]
+    ReaderSchema(String),
+}
+
+/// A write that failed: what failed (the `what` label of `umkm_retries_total`) and why.
+enum WriteFailure {
+    Lookup(ClickHouseError),
+    Insert(ClickHouseError),
+    DeadLetters(DeadLetterError),
+}
+
+/// What woke the loop up.
+enum Step<R> {
+    Inserted(Result<Inserted<R>, tokio::task::JoinError>),
+    Stop,
+    Received(Received),
+    ConsumerError(rdkafka::error::KafkaError),
+    Tick,
+}
+
+/// What the pipeline is built from (`service::run_service` connects them).
+pub struct Parts<F> {
+    pub family: F,
+    pub settings: Validated,
+    pub consumer: Consumer,
+    pub producer: FutureProducer,
+    pub clickhouse: ClickHouse,
+    pub schemas: SchemaSource,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+pub struct Pipeline<F: Family> {
+    family: F,
+    topic: String,
+    policy: BatchPolicy,
+    consumer: Arc<Consumer>,
+    decoding: Decoding<F::Event>,
+    dead_letters: DeadLetters,
+    dedup: Dedup,
+    clickhouse: ClickHouse,
+    lookup_chunk: usize,
+    /// Bound on waiting for an earlier insert still running on the server.
+    running_insert_limit: Duration,
+    shutdown_timeout: Duration,
+    batch: Batch<F::Row>,
+    in_flight: Option<InFlight<F::Row>>,
+    clickhouse_retry: Retrying,
+    /// Failures of the current run that a retry rarely fixes (`retry.fatal_attempts`).
+    fatal_failures: u32,
+    fatal_attempts: u32,
+    dlq_retry: Retrying,
+    paused: bool,
+    /// Partitions gained since their last commit: guard against a previous owner's insert
+    /// that may still be running.
+    newly_assigned: BTreeSet<i32>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    inserts_done: u64,
+    /// `UMKM_FAULT_ABORT_AFTER_INSERTS` (README "Configuration reference", testing only).
+    abort_after_inserts: Option<u64>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl<F: Family> Pipeline<F> {
+    pub fn new(p: Parts<F>) -> Result<Self, PipelineError> {
+        let s = &p.settings.settings;
+        let decoding = Decoding::new(
+            F::READER_SCHEMA,
+            p.schemas,
+            s.retry.registry,
+            p.metrics.clone(),
+        )
+        .map_err(|e| PipelineError::ReaderSchema(e.to_string()))?;
+        Ok(Pipeline {
+            family: p.family,
+            topic: s.kafka.topic.clone(),
+            policy: p.settings.batch_policy(),
+            consumer: Arc::new(p.consumer),
+            decoding,
+            dead_letters: DeadLetters::new(
+                p.producer,
+                s.kafka.dlq_topic.clone(),
+                F::SERVICE,
+                p.metrics.clone(),
+            ),
+            dedup: Dedup::new(s.dedup.cache_keys, s.dedup.midnight_skew_ms),
+            clickhouse: p.clickhouse,
+            lookup_chunk: s.dedup.lookup_chunk,
+            running_insert_limit: Duration::from_millis(s.clickhouse.insert_timeout_ms)
+                + Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(s.shutdown.timeout_s),
+            batch: Batch::default(),
+            in_flight: None,
+            clickhouse_retry: Retrying::new(s.retry.clickhouse),
+            fatal_failures: 0,
+            fatal_attempts: s.retry.fatal_attempts,
+            dlq_retry: Retrying::new(s.retry.dlq),
+            paused: false,
+            newly_assigned: BTreeSet::new(),
+            metrics: p.metrics,
+            health: p.health,
+            inserts_done: 0,
+            abort_after_inserts: std::env::var("UMKM_FAULT_ABORT_AFTER_INSERTS")
+                .ok()
+                .and_then(|s| s.parse().ok()),
+        })
+    }
+
+    /// Consumes until `shutdown` resolves, then flushes and commits within the shutdown timeout.
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<Outcome, PipelineError> {
+        self.consumer.subscribe(&[self.topic.as_str()])?;
+        self.health.started.store(true, Ordering::Relaxed);
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut stop_at: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            let stopping = stop_at.is_some();
+            if let Some(reason) = self.flush_due(now, stopping) {
+                self.flush(reason).await?;
+                continue;
+            }
+            if let Some(deadline) = stop_at {
+                if self.batch.is_empty() && self.in_flight.is_none() {
+                    return Ok(Outcome::Clean);
+                }
+                if now >= deadline {
+                    tracing::error!(
+                        "shutdown timeout reached with an unwritten batch; its offsets are not committed"
+                    );
+                    return Ok(Outcome::Unflushed);
+                }
+            }
+            // While an insert runs the next batch fills up to its own limits; never at shutdown.
+            let receiving = !stopping
+                && (self.in_flight.is_none() || self.batch.due(&self.policy, now).is_none());
+            let wake = [self.batch.deadline(&self.policy), self.retry_at(), stop_at]
+                .into_iter()
+                .flatten()
+                .fold(now + Duration::from_millis(500), Instant::min);
+            let step = tokio::select! {
+                biased;
+                done = insert::finished(&mut self.in_flight) => Step::Inserted(done),
+                _ = &mut shutdown, if !stopping => Step::Stop,
+                m = self.consumer.recv(), if receiving => match m {
+                    Ok(m) => Step::Received(Received::of(&m)),
+                    Err(e) => Step::ConsumerError(e),
+                },
+                _ = tokio::time::sleep_until(wake.into()) => Step::Tick,
+            };
+            // The rebalance callbacks run inside `recv()`: a revocation and re-assignment may
+            // have happened during this very call, and a message it returned already belongs
+            // to the new assignment. So the events are applied here, before the message joins
+            // the batch, or the revocation would drop it while librdkafka has moved past it.
+            self.apply_rebalance_events();
+            match step {
+                Step::Inserted(done) => self.inserted(done).await?,
+                Step::Stop => {
+                    tracing::info!("stop requested: no more fetching; flushing and committing");
+                    stop_at = Some(Instant::now() + self.shutdown_timeout);
+                    // A retry in progress may run right away: the deadline bounds it.
+                    self.clickhouse_retry.retry_now();
+                    self.dlq_retry.retry_now();
+                }
+                Step::Received(m) => {
+                    if let Err(e) = self.intake(m).await {
+                        self.finish_in_flight().await;
+                        return Err(e);
+                    }
+                }
+                Step::ConsumerError(e) => {
+                    tracing::warn!(error = %e, "kafka consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Step::Tick => {}
+            }
+        }
+    }
+
+    /// One message into the batch: an event, a dead letter, or only its offset.
+    async fn intake(&mut self, m: Received) -> Result<(), PipelineError> {
+        self.batch.count(&m, Instant::now(), self.policy.max_rows);
+        let (schema_id, event) = match self.decoding.decode(&m.payload).await? {
+            Ok(x) => x,
+            Err(e) => {
+                let schema_id = Decoder::schema_id(&m.payload).ok();
+                let reasons = [Invalid::new(e.rule(), e.to_string())];
+                let d = self
+                    .dead_letters
+                    .send(m, schema_id, Stage::Decode, &reasons);
+                self.batch.push_dead_letter(d);
+                return Ok(());
+            }
+        };
+        let now = now_ms();
+        let meta = MessageMeta {
+            topic: &m.topic,
+            partition: m.partition,
+            offset: m.offset,
+            key: m.key.as_deref(),
+            schema_id,
+            now_ms: now,
+            now_secs: (now / 1000) as u32,
+        };
+        match self.family.process(event, &meta) {
+            Ok(p) => self.batch.push(Candidate {
+                key: p.key,
+                alt: p.alt,
+                priority: p.priority,
+                partition: m.partition,
+                offset: m.offset,
+                row: (p.event_date, p.row),
+            }),
+            Err(reasons) => {
+                let d = self
+                    .dead_letters
+                    .send(m, Some(schema_id), Stage::Validate, &reasons);
+                self.batch.push_dead_letter(d);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_rebalance_events(&mut self) {
+        for e in self.consumer.context().take_events() {
+            match e {
+                RebalanceEvent::Revoked(parts) => {
+                    let revoked: HashSet<TopicPartition> = parts.into_iter().collect();
+                    if let Some(f) = &mut self.in_flight {
+                        f.revoke(&revoked);
+                    }
+                    let dropped = self.batch.revoke(&revoked);
+                    tracing::info!(
+                        revoked = revoked.len(),
+                        dropped_partitions = dropped,
+                        "partitions revoked"
+                    );
+                }
+                RebalanceEvent::Assigned(parts) => {
+                    tracing::info!(partitions = ?parts, "partitions assigned");
+                    self.newly_assigned.extend(parts.iter().map(|(_, p)| *p));
+                    if self.paused {
+                        self.pause(true);
+                    }
+                }
+            }
+        }
+        // A failing write whose whole batch was revoked has nothing left to retry: waiting
+        // for it with the partitions paused would stall this consumer for good.
+        if self.batch.is_empty()
+            && self.in_flight.is_none()
+            && (self.clickhouse_retry.is_failing() || self.dlq_retry.is_failing())
+        {
+            tracing::info!("the failing batch was revoked; nothing left to retry");
+            self.dlq_retry.succeeded();
+            self.recovered();
+        }
+    }
+
+    /// Whether to start a flush now: a batch is due (any batch at shutdown), no insert is in
+    /// flight and no retry is waiting.
+    fn flush_due(&self, now: Instant, stopping: bool) -> Option<FlushReason> {
+        if self.in_flight.is_some()
+            || !self.clickhouse_retry.may_try(now)
+            || !self.dlq_retry.may_try(now)
+        {
+            return None;
+        }
+        if stopping {
+            (!self.batch.is_empty()).then_some(FlushReason::Shutdown)
+        } else {
+            self.batch.due(&self.policy, now)
+        }
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        [self.clickhouse_retry.retry_at(), self.dlq_retry.retry_at()]
+            .into_iter()
+            .flatten()
+            .max()
+    }
+
+    /// Starts a flush: the dead letters' acks, dedup, then the insert as a task (or, when
+    /// nothing is left to insert, the commit right away).
+    async fn flush(&mut self, reason: FlushReason) -> Result<(), PipelineError> {
+        let started = Instant::now();
+        if !self.batch.dead_letters.is_empty() {
+            if let Err(e) = self
+                .dead_letters
+                .confirm(&mut self.batch.dead_letters)
+                .await
+            {
+                return self.write_failed(WriteFailure::DeadLetters(e));
+            }
+            let attempts = self.dlq_retry.succeeded();
+            if attempts > 0 {
+                tracing::info!(attempts, "DLQ recovered");
+            }
+        }
+        let dropped = self.dedup.drop_known(&mut self.batch.events);
+        self.metrics.duplicate(DupStage::Batch, dropped.batch);
+        self.metrics.duplicate(DupStage::Cache, dropped.cache);
+        if !self.batch.events.is_empty()
+            && let Err(e) = self.drop_existing().await
+        {
+            return self.write_failed(WriteFailure::Lookup(e));
+        }
+        if self.batch.events.is_empty() {
+            self.recovered();
+            let batch = std::mem::take(&mut self.batch);
+            self.commit(&batch).await;
+            tracing::debug!(reason = reason.as_str(), "batch flushed without insert");
+            self.metrics
+                .flush_seconds
+                .observe(started.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let ch = self.clickhouse.clone();
+        let id = InsertId::new(F::TABLE, batch.event_partitions());
+        // Only servers >= 22.8 use the token: skip the work on older ones.
+        let token = if ch.modern() {
+            dedup_token(batch.events.iter().map(|e| e.key))
+        } else {
+            String::new()
+        };
+        tracing::debug!(
+            reason = reason.as_str(),
+            rows = batch.events.len(),
+            "insert started"
+        );
+        self.in_flight = Some(InFlight::start(batch, started, move |batch| async move {
+            let r = ch
+                .insert(&id, batch.events.iter().map(insert::row_of), &token)
+                .await;
+            (batch, r)
+        }));
+        Ok(())
+    }
+
+    /// Stage 3 of dedup: the batch's keys that ClickHouse already has leave the batch.
+    async fn drop_existing(&mut self) -> Result<(), ClickHouseError> {
+        let partitions = self.batch.event_partitions();
+        // A previous attempt of ours (timed out on our side) or the partition's previous owner
+        // may still be inserting: wait for it so the lookup sees its rows.
+        if self.clickhouse_retry.is_failing()
+            || partitions.iter().any(|p| self.newly_assigned.contains(p))
+        {
+            insert::wait_for_running(
+                &self.clickhouse,
+                F::TABLE,
+                &partitions,
+                self.running_insert_limit,
+            )
+            .await?;
+        }
+        let ask = self.dedup.lookup(&self.batch.events);
+        let existing = self
+            .clickhouse
+            .existing_keys(
+                F::TABLE,
+                &ask.keys,
+                self.lookup_chunk,
+                F::KEY_DETERMINES_DATE,
+            )
+            .await?;
+        let near_found = if ask.near_midnight.is_empty() {
+            HashMap::new()
+        } else {
+            self.clickhouse
+                .existing_keys_with_time(F::TABLE, &ask.near_midnight, self.lookup_chunk)
+                .await?
+        };
+        let n = self
+            .dedup
+            .drop_existing(&mut self.batch.events, existing, &near_found);
+        self.metrics.duplicate(DupStage::ClickHouse, n);
+        Ok(())
+    }
+
+    /// The insert in flight finished: commit its batch, or keep it for the retry.
+    async fn inserted(
+        &mut self,
+        done: Result<Inserted<F::Row>, tokio::task::JoinError>,
+    ) -> Result<(), PipelineError> {
+        // The batch went down with a failed task: nothing of it is committed, so it is
+        // consumed again after the restart and deduplicated.
+        let done = done.map_err(|e| PipelineError::InsertTask(e.to_string()))?;
+        if let Err(e) = done.result {
+            // Keep the batch (minus partitions revoked meanwhile) ahead of what was consumed
+            // during the attempt; the retry flushes both.
+            let newer = std::mem::take(&mut self.batch);
+            self.batch = done.batch.merge(newer);
+            return self.write_failed(WriteFailure::Insert(e));
+        }
+        self.metrics
+            .insert_seconds
+            .observe(done.insert_time.as_secs_f64());
+        self.metrics.batch_rows.observe(done.rows as f64);
+        self.metrics
+            .events
+            .with_label_values(&["inserted"])
+            .inc_by(done.rows as u64);
+        // The write succeeded: healthy again before the commit (a reader of the committed
+        // offsets must not find the service still reporting a failing sink).
+        self.recovered();
+        let mut batch = done.batch;
+        self.dedup.remember(batch.events.iter().map(|e| e.key));
+        batch.events = Vec::new();
+        self.inserts_done += 1;
+        if self.abort_after_inserts == Some(self.inserts_done) {
+            // Fault injection for the restart test: die like kill -9 between the insert and
+            // the offset commit.
+            tracing::error!("UMKM_FAULT_ABORT_AFTER_INSERTS reached: aborting before commit");
+            std::process::abort();
+        }
+        self.commit(&batch).await;
+        self.metrics
+            .flush_seconds
+            .observe(done.flush_time.as_secs_f64());
+        Ok(())
+    }
+
+    /// Waits for an insert still in flight and commits it if it landed (on the way out after
+    /// an error, so that what is in ClickHouse is not consumed again).
+    async fn finish_in_flight(&mut self) {
+        if let Ok(done) = insert::finished(&mut self.in_flight).await
+            && done.result.is_ok()
+        {
+            self.commit(&done.batch).await;
+        }
+    }
+
+    /// ClickHouse took the batch (or had all of it): back to healthy, partitions resumed.
+    fn recovered(&mut self) {
+        let attempts = self.clickhouse_retry.succeeded();
+        self.fatal_failures = 0;
+        if attempts > 0 {
+            tracing::info!(attempts, "ClickHouse recovered; resuming");
+        }
+        self.health.sink_failing.store(false, Ordering::Relaxed);
+        if self.paused {
+            self.pause(false);
+        }
+    }
+
+    /// A write failed: count it, then retry after a backoff with the partitions paused, or
+    /// give up when its retry budget is spent (the service then exits non-zero).
+    fn write_failed(&mut self, failure: WriteFailure) -> Result<(), PipelineError> {
+        let now = Instant::now();
+        self.health.sink_failing.store(true, Ordering::Relaxed);
+        let next = match &failure {
+            WriteFailure::Lookup(e) | WriteFailure::Insert(e) => {
+                let what = if matches!(failure, WriteFailure::Lookup(_)) {
+                    "lookup"
+                } else {
+                    "insert"
+                };
+                self.metrics
+                    .retries
+                    .with_label_values(&[what, e.class_str()])
+                    .inc();
+                let mut next = self.clickhouse_retry.failed(now);
+                if e.class == ErrorClass::Fatal {
+                    self.fatal_failures += 1;
+                    if self.fatal_failures >= self.fatal_attempts {
+                        next = Next::GiveUp;
+                    }
+                }
+                next
+            }
+            WriteFailure::DeadLetters(_) => {
+                self.metrics
+                    .retries
+                    .with_label_values(&["dlq", "retryable"])
+                    .inc();
+                self.dlq_retry.failed(now)
+            }
+        };
+        match (next, failure) {
+            (Next::GiveUp, WriteFailure::Lookup(last)) => Err(PipelineError::ClickHouse {
+                what: "lookup",
+                attempts: self.clickhouse_retry.attempts(),
+                elapsed: self.clickhouse_retry.elapsed(now),
+                last,
+            }),
+            (Next::GiveUp, WriteFailure::Insert(last)) => Err(PipelineError::ClickHouse {
+                what: "insert",
+                attempts: self.clickhouse_retry.attempts(),
+                elapsed: self.clickhouse_retry.elapsed(now),
+                last,
+            }),
+            (Next::GiveUp, WriteFailure::DeadLetters(last)) => Err(PipelineError::DeadLetters {
+                attempts: self.dlq_retry.attempts(),
+                elapsed: self.dlq_retry.elapsed(now),
+                last,
+            }),
+            (Next::RetryIn(d), WriteFailure::Lookup(e) | WriteFailure::Insert(e)) => {
+                tracing::warn!(error = %e, class = e.class_str(), code = ?e.code, attempt = self.clickhouse_retry.attempts(), retry_in = ?d, "ClickHouse write failed; partitions paused, batch kept");
+                if !self.paused {
+                    self.pause(true);
+                }
+                Ok(())
+            }
+            (Next::RetryIn(d), WriteFailure::DeadLetters(e)) => {
+                tracing::warn!(error = %e, attempt = self.dlq_retry.attempts(), retry_in = ?d, "DLQ write failed; partitions paused");
+                if !self.paused {
+                    self.pause(true);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn pause(&mut self, on: bool) {
+        let assignment = match self.consumer.assignment() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the assignment to pause/resume");
+                return;
+            }
+        };
+        let r = if on {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, pause = on, "pause/resume failed");
+        }
+        self.paused = on;
+        self.metrics.paused.set(i64::from(on));
+    }
+
+    /// Commits every partition of a flushed batch (its data is in ClickHouse, its dead letters
+    /// acknowledged), on a blocking thread: a synchronous commit waits for the broker.
+    async fn commit(&mut self, batch: &Batch<F::Row>) {
+        self.metrics.batch_bytes.observe(batch.bytes() as f64);
+        if batch.offsets().is_empty() {
+            return; // every partition of it was revoked meanwhile
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), next) in batch.offsets() {
+            if let Err(e) = tpl.add_partition_offset(t, *p, Offset::Offset(*next)) {
+                tracing::warn!(error = %e, "cannot build commit list");
+            }
+        }
+        let consumer = self.consumer.clone();
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
+        let failed = match committed {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = failed {
+            // The data is in ClickHouse; a lost commit only means redelivery, which dedup absorbs.
+            self.metrics
+                .retries
+                .with_label_values(&["commit", "retryable"])
+                .inc();
+            tracing::warn!(error = %e, "offset commit failed; the batch will be redelivered and deduplicated");
+        }
+        for (_, p) in batch.offsets().keys() {
+            self.newly_assigned.remove(p);
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! One consumer service from start to stop: parse the command line, load and validate the
+//! configuration, connect (ClickHouse with `retry.connect`), migrate, then run the pipeline
+//! (or `migrate` / `refresh-metrics` / `check-config`) and map the outcome to an exit code.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::{FutureProducer, Producer};
+
+use crate::admin::{self, Health};
+use crate::cli::{self, Command, Parsed, USAGE};
+use crate::clickhouse::ClickHouse;
+use crate::config::{self, ServiceDefaults, Validated};
+use crate::family::Family;
+use crate::kafka;
+use crate::metrics::Metrics;
+use crate::pipeline::{Outcome, Parts, Pipeline};
+use crate::registry::SchemaSource;
+use crate::retry::with_retries;
+
+/// Exit code when stopped with a batch that could not be written (nothing committed past it).
+pub const EXIT_UNFLUSHED: u8 = 75;
+
+/// Bound on one adoption snapshot rebuild (about 53 s for a year of 10M payments here,
+/// docs/metrics.md).
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// The whole `main` of a consumer service.
+pub fn main_for<F: Family>() -> ExitCode {
+    let cli = match cli::parse(
+        std::env::args().skip(1),
+        std::env::var_os("UMKM_CONFIG").map(Into::into),
+    ) {
+        Parsed::Cli(c) => c,
+        Parsed::Help => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Error(e) => {
+            eprintln!("{e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let defaults = ServiceDefaults {
+        topic: F::DEFAULT_TOPIC,
+        group_id: F::DEFAULT_GROUP,
+        dlq_topic: F::DEFAULT_DLQ_TOPIC,
+    };
+    let settings = match config::load(&defaults, cli.config.as_deref(), &env) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: {e}", F::SERVICE);
+            return ExitCode::from(2);
+        }
+    };
+    let v = match config::validate(settings) {
+        Ok(v) => v,
+        Err(problems) => {
+            eprintln!("{}: invalid configuration:", F::SERVICE);
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&v);
+    if cli.command == Command::CheckConfig {
+        println!("{:#?}", v.settings);
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let r = match cli.command {
+            Command::Migrate => migrate_only(&v).await,
+            Command::RefreshMetrics => refresh_metrics(&v).await,
+            Command::Run | Command::CheckConfig => run_service::<F>(v, shutdown_signal()).await,
+        };
+        match r {
+            Ok(code) => code,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "{} stopped", F::SERVICE);
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn init_tracing(v: &Validated) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&v.settings.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if v.settings.log.format == "json" {
+        b.json().flatten_event(true).try_init()
+    } else {
+        b.try_init()
+    };
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Connects to ClickHouse, retrying a server that is not reachable yet (`retry.connect`);
+/// a fatal answer (authentication, …) fails at once.
+async fn connect_clickhouse(v: &Validated) -> anyhow::Result<ClickHouse> {
+    with_retries(
+        v.settings.retry.connect,
+        || ClickHouse::connect(v),
+        |e| e.class == umkm_core::clickhouse_error::ErrorClass::Fatal,
+        |e, attempt, d| {
+            tracing::warn!(error = %e, attempt, retry_in = ?d, "ClickHouse not reachable yet");
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("ClickHouse not reachable: {e}"))
+}
+
+/// Probes ClickHouse (`SELECT 1`) and the broker (a metadata request) every second for
+/// `/health/ready` and the `*_up` gauges.
+fn spawn_probes(
+    ch: ClickHouse,
+    producer: FutureProducer,
+    topic: String,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let ch_ok = ch.ping().await;
+            let p = producer.clone();
+            let t = topic.clone();
+            let kafka_ok = tokio::task::spawn_blocking(move || {
+                p.client()
+                    .fetch_metadata(Some(&t), Duration::from_secs(2))
+                    .is_ok()
+            })
+            .await
+            .unwrap_or(false);
+            health.clickhouse_ok.store(ch_ok, Ordering::Relaxed);
+            health.kafka_ok.store(kafka_ok, Ordering::Relaxed);
+            metrics.clickhouse_up.set(i64::from(ch_ok));
+            metrics.kafka_up.set(i64::from(kafka_ok));
+            metrics.ready.set(i64::from(health.ready()));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+async fn refresh_metrics(v: &Validated) -> anyhow::Result<ExitCode> {
+    let ch = connect_clickhouse(v).await?;
+    if v.settings.clickhouse.migrate_on_start {
+        ch.migrate().await?;
+    }
+    let started = Instant::now();
+    for (table, rows) in ch.refresh_adoption(REFRESH_TIMEOUT).await? {
+        println!("refreshed {}.{table}: {rows} rows", ch.database);
+    }
+    println!(
+        "snapshots rebuilt in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate_only(v: &Validated) -> anyhow::Result<ExitCode> {
+    let ch = connect_clickhouse(v).await?;
+    let (done, skipped) = ch.migrate().await?;
+    println!(
+        "ClickHouse {} at {}: database {}",
+        ch.server_version_text, v.settings.clickhouse.url, ch.database
+    );
+    println!(
+        "applied: {}",
+        if done.is_empty() {
+            "none".into()
+        } else {
+            done.join(", ")
+        }
+    );
+    if !skipped.is_empty() {
+        println!("skipped (need a newer server): {}", skipped.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs one consumer service until `shutdown` resolves.
+pub async fn run_service<F: Family>(
+    v: Validated,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<ExitCode> {
+    let metrics = Arc::new(Metrics::new(F::SERVICE));
+    let health = Arc::new(Health::default());
+    let admin = admin::serve(v.admin_addr, metrics.clone(), health.clone()).await?;
+    tracing::info!(admin = %admin, topic = %v.settings.kafka.topic, group = %v.settings.kafka.group_id, "{} starting", F::SERVICE);
+
+    let ch = connect_clickhouse(&v).await?;
+    health.clickhouse_ok.store(true, Ordering::Relaxed);
+    tracing::info!(
+        version = %ch.server_version_text,
+        validation = ch.modern(),
+        "connected to ClickHouse"
+    );
+    if v.settings.clickhouse.migrate_on_start {
+        let (done, skipped) = ch.migrate().await?;
+        tracing::info!(applied = ?done, skipped_for_server_version = ?skipped, "migrations checked");
+    }
+    let family = F::build(&v).map_err(|e| anyhow::anyhow!(e))?;
+    let schemas =
+        SchemaSource::from_settings(&v.settings.registry).map_err(|e| anyhow::anyhow!(e))?;
+    let consumer = kafka::consumer(&v, F::SERVICE, metrics.clone())?;
+    let producer = kafka::producer(&v, F::SERVICE)?;
+
+    let probes = spawn_probes(
+        ch.clone(),
+        producer.clone(),
+        v.settings.kafka.topic.clone(),
+        health.clone(),
+        metrics.clone(),
+    );
+    let pipeline = Pipeline::new(Parts {
+        family,
+        settings: v,
+        consumer,
+        producer: producer.clone(),
+        clickhouse: ch,
+        schemas,
+        metrics,
+        health,
+    })?;
+    let outcome = pipeline.run(shutdown).await;
+    probes.abort();
+    let _ = producer.flush(Duration::from_secs(5));
+    match outcome? {
+        Outcome::Clean => {
+            tracing::info!("{} stopped cleanly", F::SERVICE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Unflushed => Ok(ExitCode::from(EXIT_UNFLUSHED)),
+    }
+}
