@@ -220,7 +220,7 @@ async fn migrate_only(v: &Validated) -> anyhow::Result<ExitCode> {
 /// Runs one consumer service until `shutdown` resolves.
 pub async fn run_service<F: Family>(
     v: Validated,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new(F::SERVICE));
     let health = Arc::new(Health::default());

@@ -18,8 +18,9 @@ pub type Event<R> = Candidate<(u16, R)>;
 pub struct Batch<R> {
     pub events: Vec<Event<R>>,
     pub dead_letters: Vec<DeadLetter>,
-    /// Next offset to commit per (topic, partition).
-    offsets: BTreeMap<TopicPartition, i64>,
+    /// Next offset to commit per topic and partition (by topic first: counting a message
+    /// looks its topic up without allocating).
+    offsets: BTreeMap<String, BTreeMap<i32, i64>>,
     meter: BatchMeter,
 }
 
@@ -44,10 +45,11 @@ impl<R> Batch<R> {
             self.events.reserve_exact(capacity);
         }
         self.meter.add(m.payload.len(), now);
-        let next = self
-            .offsets
-            .entry((m.topic.clone(), m.partition))
-            .or_insert(0);
+        let partitions = match self.offsets.get_mut(m.topic.as_str()) {
+            Some(p) => p,
+            None => self.offsets.entry(m.topic.clone()).or_default(),
+        };
+        let next = partitions.entry(m.partition).or_insert(0);
         *next = (*next).max(m.offset + 1);
     }
 
@@ -82,9 +84,22 @@ impl<R> Batch<R> {
         self.events.iter().map(|e| e.partition).collect()
     }
 
-    /// What to commit: the next offset of every partition the batch consumed from.
-    pub fn offsets(&self) -> &BTreeMap<TopicPartition, i64> {
-        &self.offsets
+    /// What to commit: (topic, partition, next offset) of every partition the batch consumed
+    /// from.
+    pub fn offsets(&self) -> impl Iterator<Item = (&str, i32, i64)> {
+        self.offsets
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |(p, next)| (t.as_str(), *p, *next)))
+    }
+
+    /// The next offset to commit of one partition.
+    #[cfg(test)]
+    pub fn offset_of(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.offsets.get(topic)?.get(&partition).copied()
+    }
+
+    fn partitions_held(&self) -> usize {
+        self.offsets.values().map(BTreeMap::len).sum()
     }
 
     /// Drops everything of the `revoked` partitions (fence: nothing of it was committed, so
@@ -92,15 +107,20 @@ impl<R> Batch<R> {
     /// letters: their offsets are committed only after those are acknowledged. Returns how
     /// many partitions the batch held of them.
     pub fn revoke(&mut self, revoked: &HashSet<TopicPartition>) -> usize {
-        let held = self.offsets.len();
-        self.offsets.retain(|tp, _| !revoked.contains(tp));
+        let held = self.partitions_held();
+        for (t, p) in revoked {
+            if let Some(ps) = self.offsets.get_mut(t) {
+                ps.remove(p);
+            }
+        }
+        self.offsets.retain(|_, ps| !ps.is_empty());
         let gone: HashSet<i32> = revoked.iter().map(|(_, p)| *p).collect();
         self.events.retain(|e| !gone.contains(&e.partition));
         self.dead_letters.retain(|d| !gone.contains(&d.partition));
         if self.offsets.is_empty() {
             *self = Batch::default();
         }
-        held - self.offsets.len()
+        held - self.partitions_held()
     }
 
     /// Puts `newer` (consumed while this batch's insert failed) behind this batch: the retry
@@ -108,9 +128,12 @@ impl<R> Batch<R> {
     pub fn merge(mut self, newer: Batch<R>) -> Batch<R> {
         self.events.extend(newer.events);
         self.dead_letters.extend(newer.dead_letters);
-        for (tp, next) in newer.offsets {
-            let e = self.offsets.entry(tp).or_insert(next);
-            *e = (*e).max(next);
+        for (t, ps) in newer.offsets {
+            let mine = self.offsets.entry(t).or_default();
+            for (p, next) in ps {
+                let e = mine.entry(p).or_insert(next);
+                *e = (*e).max(next);
+            }
         }
         self.meter.merge(&newer.meter);
         if self.offsets.is_empty() {
@@ -166,10 +189,7 @@ mod tests {
     #[test]
     fn offsets_to_commit_are_the_next_offset_per_partition() {
         let b = batch_of(&[(0, 5), (1, 9), (0, 6)], Instant::now());
-        assert_eq!(
-            b.offsets().iter().collect::<Vec<_>>(),
-            [(&tp(0), &7), (&tp(1), &10)]
-        );
+        assert_eq!(b.offsets().collect::<Vec<_>>(), [("t", 0, 7), ("t", 1, 10)]);
         assert_eq!(b.event_partitions(), BTreeSet::from([0, 1]));
         assert_eq!(b.bytes(), 30);
         assert_eq!(b.events.capacity(), 16, "reserved once");
@@ -181,7 +201,8 @@ mod tests {
         let mut b: Batch<u32> = Batch::default();
         b.count(&msg(2, 41), Instant::now(), 4);
         assert!(b.events.is_empty());
-        assert_eq!(b.offsets().get(&tp(2)), Some(&42));
+        assert_eq!(b.offset_of("t", 2), Some(42));
+        assert_eq!(b.offset_of("other", 2), None);
     }
 
     #[test]
@@ -195,7 +216,7 @@ mod tests {
         assert_eq!(b.event_partitions(), BTreeSet::from([0, 2]));
         assert_eq!(b.dead_letters.len(), 1);
         assert_eq!(b.dead_letters[0].partition, 2);
-        assert!(!b.offsets().contains_key(&tp(1)));
+        assert_eq!(b.offset_of("t", 1), None);
         // Revoking the rest empties the batch, meter included: nothing is due.
         b.revoke(&HashSet::from([tp(0), tp(2)]));
         assert!(b.is_empty());
@@ -217,8 +238,7 @@ mod tests {
         assert_eq!(order, [1, 4, 2, 8]);
         assert_eq!(
             m.offsets()
-                .iter()
-                .map(|(k, v)| (k.1, *v))
+                .map(|(_, p, next)| (p, next))
                 .collect::<Vec<_>>(),
             [(0, 3), (1, 5), (2, 9)]
         );

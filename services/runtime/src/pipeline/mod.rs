@@ -4,7 +4,7 @@
 //! `Family::process` (validate, normalise) → [`batch`] (an event, or a dead letter sent at once
 //! by [`dead_letters`]) → at flush: the dead letters' acks → [`dedup`] (in batch, memory,
 //! ClickHouse lookup) → [`insert`] (one INSERT, running while the next batch is consumed) →
-//! commit of the batch's offsets.
+//! commit of the batch's offsets. A write that fails is retried as [`failures`] decides.
 //!
 //! Guarantees:
 //! - an offset is committed only after every message before it is in ClickHouse, recognised as
@@ -22,6 +22,7 @@ mod batch;
 mod dead_letters;
 mod decode;
 mod dedup;
+mod failures;
 mod insert;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -35,13 +36,13 @@ use rdkafka::{Offset, TopicPartitionList};
 use umkm_core::Invalid;
 use umkm_core::avro::Decoder;
 use umkm_core::batch::{BatchPolicy, FlushReason};
-use umkm_core::clickhouse_error::ErrorClass;
 use umkm_core::dedup::Candidate;
 
 use self::batch::Batch;
 use self::dead_letters::{DeadLetterError, DeadLetters, Stage};
 use self::decode::Decoding;
 use self::dedup::Dedup;
+use self::failures::{Failures, WriteFailure};
 use self::insert::{InFlight, Inserted};
 use crate::admin::Health;
 use crate::clickhouse::{ClickHouse, ClickHouseError, InsertId, dedup_token};
@@ -50,7 +51,6 @@ use crate::family::{Family, MessageMeta};
 use crate::kafka::{Consumer, RebalanceEvent, Received, TopicPartition};
 use crate::metrics::{DupStage, Metrics};
 use crate::registry::{FetchError, SchemaSource};
-use crate::retry::{Next, Retrying};
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,13 +89,6 @@ pub enum PipelineError {
     ReaderSchema(String),
 }
 
-/// A write that failed: what failed (the `what` label of `umkm_retries_total`) and why.
-enum WriteFailure {
-    Lookup(ClickHouseError),
-    Insert(ClickHouseError),
-    DeadLetters(DeadLetterError),
-}
-
 /// What woke the loop up.
 enum Step<R> {
     Inserted(Result<Inserted<R>, tokio::task::JoinError>),
@@ -132,11 +125,7 @@ pub struct Pipeline<F: Family> {
     shutdown_timeout: Duration,
     batch: Batch<F::Row>,
     in_flight: Option<InFlight<F::Row>>,
-    clickhouse_retry: Retrying,
-    /// Failures of the current run that a retry rarely fixes (`retry.fatal_attempts`).
-    fatal_failures: u32,
-    fatal_attempts: u32,
-    dlq_retry: Retrying,
+    failures: Failures,
     paused: bool,
     /// Partitions gained since their last commit: guard against a previous owner's insert
     /// that may still be running.
@@ -146,6 +135,27 @@ pub struct Pipeline<F: Family> {
     inserts_done: u64,
     /// `UMKM_FAULT_ABORT_AFTER_INSERTS` (README "Configuration reference", testing only).
     abort_after_inserts: Option<u64>,
+}
+
+/// When the loop must wake up without a message: when the next flush can start (the batch is
+/// old enough and no retry waits; never while an insert runs, whose end wakes the loop), at the
+/// stop deadline, and at least every 500 ms. Never in the past while nothing can happen, which
+/// would spin the loop.
+fn wake_at(
+    now: Instant,
+    inserting: bool,
+    batch_deadline: Option<Instant>,
+    retry_at: Option<Instant>,
+    stop_at: Option<Instant>,
+) -> Instant {
+    let flush_at = match inserting {
+        true => None,
+        false => batch_deadline.map(|d| retry_at.map_or(d, |r| r.max(d))),
+    };
+    [flush_at, stop_at]
+        .into_iter()
+        .flatten()
+        .fold(now + Duration::from_millis(500), Instant::min)
 }
 
 fn now_ms() -> i64 {
@@ -185,10 +195,7 @@ impl<F: Family> Pipeline<F> {
             shutdown_timeout: Duration::from_secs(s.shutdown.timeout_s),
             batch: Batch::default(),
             in_flight: None,
-            clickhouse_retry: Retrying::new(s.retry.clickhouse),
-            fatal_failures: 0,
-            fatal_attempts: s.retry.fatal_attempts,
-            dlq_retry: Retrying::new(s.retry.dlq),
+            failures: Failures::new(s.retry.clickhouse, s.retry.fatal_attempts, s.retry.dlq),
             paused: false,
             newly_assigned: BTreeSet::new(),
             metrics: p.metrics,
@@ -203,12 +210,31 @@ impl<F: Family> Pipeline<F> {
     /// Consumes until `shutdown` resolves, then flushes and commits within the shutdown timeout.
     pub async fn run(
         mut self,
-        shutdown: impl std::future::Future<Output = ()>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<Outcome, PipelineError> {
         self.consumer.subscribe(&[self.topic.as_str()])?;
         self.health.started.store(true, Ordering::Relaxed);
-        let mut shutdown = std::pin::pin!(shutdown);
+        // The stop request arrives on a channel: polling a oneshot receiver per loop turn is an
+        // atomic load, polling the signal futures themselves is not.
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(());
+        });
+        let outcome = self.consume(&mut stop_rx).await;
+        signal.abort();
+        outcome
+    }
+
+    async fn consume(
+        &mut self,
+        stop_rx: &mut tokio::sync::oneshot::Receiver<()>,
+    ) -> Result<Outcome, PipelineError> {
         let mut stop_at: Option<Instant> = None;
+        // One timer for the loop, moved only when it must ring earlier or has rung: a new
+        // timer per message would cost a timer-wheel registration each.
+        let mut timer_at = Instant::now() + Duration::from_millis(500);
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(timer_at.into()));
         loop {
             let now = Instant::now();
             let stopping = stop_at.is_some();
@@ -230,19 +256,26 @@ impl<F: Family> Pipeline<F> {
             // While an insert runs the next batch fills up to its own limits; never at shutdown.
             let receiving = !stopping
                 && (self.in_flight.is_none() || self.batch.due(&self.policy, now).is_none());
-            let wake = [self.batch.deadline(&self.policy), self.retry_at(), stop_at]
-                .into_iter()
-                .flatten()
-                .fold(now + Duration::from_millis(500), Instant::min);
+            let wake = wake_at(
+                now,
+                self.in_flight.is_some(),
+                self.batch.deadline(&self.policy),
+                self.failures.retry_at(),
+                stop_at,
+            );
+            if wake < timer_at || timer_at <= now {
+                timer_at = wake;
+                timer.as_mut().reset(wake.into());
+            }
             let step = tokio::select! {
                 biased;
                 done = insert::finished(&mut self.in_flight) => Step::Inserted(done),
-                _ = &mut shutdown, if !stopping => Step::Stop,
+                _ = &mut *stop_rx, if !stopping => Step::Stop,
                 m = self.consumer.recv(), if receiving => match m {
                     Ok(m) => Step::Received(Received::of(&m)),
                     Err(e) => Step::ConsumerError(e),
                 },
-                _ = tokio::time::sleep_until(wake.into()) => Step::Tick,
+                _ = &mut timer => Step::Tick,
             };
             // The rebalance callbacks run inside `recv()`: a revocation and re-assignment may
             // have happened during this very call, and a message it returned already belongs
@@ -255,8 +288,7 @@ impl<F: Family> Pipeline<F> {
                     tracing::info!("stop requested: no more fetching; flushing and committing");
                     stop_at = Some(Instant::now() + self.shutdown_timeout);
                     // A retry in progress may run right away: the deadline bounds it.
-                    self.clickhouse_retry.retry_now();
-                    self.dlq_retry.retry_now();
+                    self.failures.retry_now();
                 }
                 Step::Received(m) => {
                     if let Err(e) = self.intake(m).await {
@@ -343,12 +375,9 @@ impl<F: Family> Pipeline<F> {
         }
         // A failing write whose whole batch was revoked has nothing left to retry: waiting
         // for it with the partitions paused would stall this consumer for good.
-        if self.batch.is_empty()
-            && self.in_flight.is_none()
-            && (self.clickhouse_retry.is_failing() || self.dlq_retry.is_failing())
-        {
+        if self.batch.is_empty() && self.in_flight.is_none() && self.failures.any_failing() {
             tracing::info!("the failing batch was revoked; nothing left to retry");
-            self.dlq_retry.succeeded();
+            self.failures.dlq_recovered();
             self.recovered();
         }
     }
@@ -356,10 +385,7 @@ impl<F: Family> Pipeline<F> {
     /// Whether to start a flush now: a batch is due (any batch at shutdown), no insert is in
     /// flight and no retry is waiting.
     fn flush_due(&self, now: Instant, stopping: bool) -> Option<FlushReason> {
-        if self.in_flight.is_some()
-            || !self.clickhouse_retry.may_try(now)
-            || !self.dlq_retry.may_try(now)
-        {
+        if self.in_flight.is_some() || !self.failures.may_try(now) {
             return None;
         }
         if stopping {
@@ -367,13 +393,6 @@ impl<F: Family> Pipeline<F> {
         } else {
             self.batch.due(&self.policy, now)
         }
-    }
-
-    fn retry_at(&self) -> Option<Instant> {
-        [self.clickhouse_retry.retry_at(), self.dlq_retry.retry_at()]
-            .into_iter()
-            .flatten()
-            .max()
     }
 
     /// Starts a flush: the dead letters' acks, dedup, then the insert as a task (or, when
@@ -388,7 +407,7 @@ impl<F: Family> Pipeline<F> {
             {
                 return self.write_failed(WriteFailure::DeadLetters(e));
             }
-            let attempts = self.dlq_retry.succeeded();
+            let attempts = self.failures.dlq_recovered();
             if attempts > 0 {
                 tracing::info!(attempts, "DLQ recovered");
             }
@@ -439,7 +458,7 @@ impl<F: Family> Pipeline<F> {
         let partitions = self.batch.event_partitions();
         // A previous attempt of ours (timed out on our side) or the partition's previous owner
         // may still be inserting: wait for it so the lookup sees its rows.
-        if self.clickhouse_retry.is_failing()
+        if self.failures.clickhouse_failing()
             || partitions.iter().any(|p| self.newly_assigned.contains(p))
         {
             insert::wait_for_running(
@@ -529,8 +548,7 @@ impl<F: Family> Pipeline<F> {
 
     /// ClickHouse took the batch (or had all of it): back to healthy, partitions resumed.
     fn recovered(&mut self) {
-        let attempts = self.clickhouse_retry.succeeded();
-        self.fatal_failures = 0;
+        let attempts = self.failures.clickhouse_recovered();
         if attempts > 0 {
             tracing::info!(attempts, "ClickHouse recovered; resuming");
         }
@@ -543,69 +561,16 @@ impl<F: Family> Pipeline<F> {
     /// A write failed: count it, then retry after a backoff with the partitions paused, or
     /// give up when its retry budget is spent (the service then exits non-zero).
     fn write_failed(&mut self, failure: WriteFailure) -> Result<(), PipelineError> {
-        let now = Instant::now();
         self.health.sink_failing.store(true, Ordering::Relaxed);
-        let next = match &failure {
-            WriteFailure::Lookup(e) | WriteFailure::Insert(e) => {
-                let what = if matches!(failure, WriteFailure::Lookup(_)) {
-                    "lookup"
-                } else {
-                    "insert"
-                };
-                self.metrics
-                    .retries
-                    .with_label_values(&[what, e.class_str()])
-                    .inc();
-                let mut next = self.clickhouse_retry.failed(now);
-                if e.class == ErrorClass::Fatal {
-                    self.fatal_failures += 1;
-                    if self.fatal_failures >= self.fatal_attempts {
-                        next = Next::GiveUp;
-                    }
-                }
-                next
-            }
-            WriteFailure::DeadLetters(_) => {
-                self.metrics
-                    .retries
-                    .with_label_values(&["dlq", "retryable"])
-                    .inc();
-                self.dlq_retry.failed(now)
-            }
-        };
-        match (next, failure) {
-            (Next::GiveUp, WriteFailure::Lookup(last)) => Err(PipelineError::ClickHouse {
-                what: "lookup",
-                attempts: self.clickhouse_retry.attempts(),
-                elapsed: self.clickhouse_retry.elapsed(now),
-                last,
-            }),
-            (Next::GiveUp, WriteFailure::Insert(last)) => Err(PipelineError::ClickHouse {
-                what: "insert",
-                attempts: self.clickhouse_retry.attempts(),
-                elapsed: self.clickhouse_retry.elapsed(now),
-                last,
-            }),
-            (Next::GiveUp, WriteFailure::DeadLetters(last)) => Err(PipelineError::DeadLetters {
-                attempts: self.dlq_retry.attempts(),
-                elapsed: self.dlq_retry.elapsed(now),
-                last,
-            }),
-            (Next::RetryIn(d), WriteFailure::Lookup(e) | WriteFailure::Insert(e)) => {
-                tracing::warn!(error = %e, class = e.class_str(), code = ?e.code, attempt = self.clickhouse_retry.attempts(), retry_in = ?d, "ClickHouse write failed; partitions paused, batch kept");
-                if !self.paused {
-                    self.pause(true);
-                }
-                Ok(())
-            }
-            (Next::RetryIn(d), WriteFailure::DeadLetters(e)) => {
-                tracing::warn!(error = %e, attempt = self.dlq_retry.attempts(), retry_in = ?d, "DLQ write failed; partitions paused");
-                if !self.paused {
-                    self.pause(true);
-                }
-                Ok(())
-            }
+        let (what, class) = (failure.what(), failure.class());
+        self.metrics.retries.with_label_values(&[what, class]).inc();
+        let error = failure.to_string();
+        let retry = self.failures.failed(failure, Instant::now())?;
+        tracing::warn!(%error, what, class, attempt = retry.attempt, retry_in = ?retry.wait, "write failed; partitions paused, batch kept");
+        if !self.paused {
+            self.pause(true);
         }
+        Ok(())
     }
 
     fn pause(&mut self, on: bool) {
@@ -632,12 +597,12 @@ impl<F: Family> Pipeline<F> {
     /// acknowledged), on a blocking thread: a synchronous commit waits for the broker.
     async fn commit(&mut self, batch: &Batch<F::Row>) {
         self.metrics.batch_bytes.observe(batch.bytes() as f64);
-        if batch.offsets().is_empty() {
+        if batch.is_empty() {
             return; // every partition of it was revoked meanwhile
         }
         let mut tpl = TopicPartitionList::new();
-        for ((t, p), next) in batch.offsets() {
-            if let Err(e) = tpl.add_partition_offset(t, *p, Offset::Offset(*next)) {
+        for (t, p, next) in batch.offsets() {
+            if let Err(e) = tpl.add_partition_offset(t, p, Offset::Offset(next)) {
                 tracing::warn!(error = %e, "cannot build commit list");
             }
         }
@@ -657,8 +622,35 @@ impl<F: Family> Pipeline<F> {
                 .inc();
             tracing::warn!(error = %e, "offset commit failed; the batch will be redelivered and deduplicated");
         }
-        for (_, p) in batch.offsets().keys() {
-            self.newly_assigned.remove(p);
+        for (_, p, _) in batch.offsets() {
+            self.newly_assigned.remove(&p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loop_wakes_for_the_next_possible_flush_only() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        // Nothing held: the heartbeat.
+        assert_eq!(wake_at(t, false, None, None, None), t + ms(500));
+        // A batch ages out in 200 ms.
+        assert_eq!(
+            wake_at(t, false, Some(t + ms(200)), None, None),
+            t + ms(200)
+        );
+        // Overdue but a retry waits 300 ms: wake for the retry, not now (no spinning).
+        assert_eq!(
+            wake_at(t, false, Some(t - ms(50)), Some(t + ms(300)), None),
+            t + ms(300)
+        );
+        // Overdue while an insert runs: only its end (or the heartbeat) matters.
+        assert_eq!(wake_at(t, true, Some(t - ms(50)), None, None), t + ms(500));
+        // The stop deadline comes first.
+        assert_eq!(wake_at(t, true, None, None, Some(t + ms(100))), t + ms(100));
     }
 }
