@@ -105,8 +105,7 @@ pub fn date_of_days(days: i64) -> String {
 
 /// `YYYY-MM-DD` of a ClickHouse `Date` (days since 1970-01-01).
 pub fn date_string(days: u16) -> String {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
-    iso_date(epoch + Duration::days(i64::from(days)))
+    date_of_days(i64::from(days))
 }
 
 /// `YYYY-MM-DD` (years 0–9999), without chrono's format machinery (it was one of the larger

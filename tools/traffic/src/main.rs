@@ -35,8 +35,6 @@ options:
   --qris-topic T  --noncash-topic T  --merchant-topic T   (defaults: the project's topics)
   --summary-json FILE      write the ground truth as JSON
   --dry-run                generate and summarise without publishing
-  --create-topics P        create the three topics with P partitions if they are missing
-  --create-dlq T           also create topic T (1 partition) if missing; repeatable
   -h, --help               this text
 
 Otherwise the topics must exist (scripts/stack up creates the project's with `umkm-traffic
@@ -55,8 +53,6 @@ struct Opts {
     topics: [String; 3],
     summary_json: Option<String>,
     dry_run: bool,
-    create_partitions: Option<i32>,
-    create_dlq: Vec<String>,
 }
 
 fn parse_day(s: &str) -> Result<i64> {
@@ -78,7 +74,6 @@ fn opts() -> Result<Opts> {
         "merchants.registry.v1".to_string(),
     ];
     let (mut summary_json, mut dry_run) = (None, false);
-    let (mut create_partitions, mut create_dlq) = (None, Vec::new());
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -105,8 +100,6 @@ fn opts() -> Result<Opts> {
             "--merchant-topic" => topics[2] = val()?,
             "--summary-json" => summary_json = Some(val()?),
             "--dry-run" => dry_run = true,
-            "--create-topics" => create_partitions = Some(val()?.parse()?),
-            "--create-dlq" => create_dlq.push(val()?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -158,8 +151,6 @@ fn opts() -> Result<Opts> {
         topics,
         summary_json,
         dry_run,
-        create_partitions,
-        create_dlq,
     })
 }
 
@@ -242,11 +233,6 @@ async fn main() -> Result<()> {
         return topics_command(std::env::args().skip(2)).await;
     }
     let o = opts()?;
-    let mut wanted: Vec<(&str, i32)> = o.create_dlq.iter().map(|t| (t.as_str(), 1)).collect();
-    if let Some(n) = o.create_partitions {
-        wanted.extend(o.topics.iter().map(|t| (t.as_str(), n)));
-    }
-    create_topics(&o.brokers, &wanted).await?;
     let producer: Option<FutureProducer> = if o.dry_run {
         None
     } else {

@@ -148,9 +148,10 @@ fn wake_at(
     retry_at: Option<Instant>,
     stop_at: Option<Instant>,
 ) -> Instant {
-    let flush_at = match inserting {
-        true => None,
-        false => batch_deadline.map(|d| retry_at.map_or(d, |r| r.max(d))),
+    let flush_at = if inserting {
+        None
+    } else {
+        batch_deadline.map(|d| retry_at.map_or(d, |r| r.max(d)))
     };
     [flush_at, stop_at]
         .into_iter()
