@@ -523,6 +523,7 @@ impl ConsumerProc {
             .env("UMKM__RETRY__CLICKHOUSE__MAX_BACKOFF_MS", "2000")
             .env("UMKM__RETRY__DLQ__MAX_BACKOFF_MS", "2000")
             .env("UMKM__SHUTDOWN__TIMEOUT_S", "20")
+            .env("UMKM__PROGRESS__INTERVAL_MS", "1000")
             .env("UMKM__LOG__FORMAT", "text");
         for (k, v) in &s.extra_env {
             cmd.env(k, v);

@@ -159,15 +159,22 @@ async fn ten_thousand_events_land_exactly_once_and_bad_ones_go_to_the_dlq() -> R
     ensure!(dlq_m as usize == plan.bad_total(), "dlq metric {dlq_m}");
     let (code, _) = c.get("/health/ready").await?;
     ensure!(code == 200, "ready answered {code}");
-    // Lag comes from librdkafka's statistics (every 5 s in the consumer's defaults): it may
-    // not have been reported yet when the data has landed.
+    // The group's lag, read from the broker every second in the tests' settings: zero on
+    // every partition once everything is committed.
     let c2 = &c;
+    let topic = &s.topic;
     wait_until(
-        Duration::from_secs(15),
-        "the consumer lag metric",
+        Duration::from_secs(30),
+        "the group's lag at zero on every partition",
         || async move {
             let (_, m) = c2.get("/metrics").await?;
-            Ok(m.contains("umkm_consumer_lag_messages"))
+            let lags: Vec<f64> = m
+                .lines()
+                .filter(|l| l.starts_with("umkm_group_lag_messages{"))
+                .filter(|l| l.contains(&format!("topic=\"{topic}\"")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                .collect();
+            Ok(lags.len() == PARTITIONS as usize && lags.iter().all(|l| *l == 0.0))
         },
     )
     .await?;

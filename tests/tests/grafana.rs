@@ -794,7 +794,7 @@ fn prometheus_panels_use_only_exported_metrics() -> Result<()> {
     m.duplicates.with_label_values(&["batch"]).inc();
     m.dlq.with_label_values(&["decode", "wire_bad_magic"]).inc();
     m.retries.with_label_values(&["insert", "retryable"]).inc();
-    m.consumer_lag.with_label_values(&["t", "0"]).set(1);
+    m.group_lag.with_label_values(&["t", "0"]).set(1);
     m.rebalances.with_label_values(&["assign"]).inc();
     m.insert_seconds.observe(0.01);
     m.flush_seconds.observe(0.01);

@@ -1,9 +1,10 @@
 //! Admin HTTP port: `/metrics` (Prometheus text), `/health/live` (the process runs),
-//! `/health/ready` (200 only when the broker and ClickHouse answer and no insert is failing).
+//! `/health/ready` (200 only when the broker and ClickHouse answer, no insert is failing and
+//! the progress watch sees no stall) and `/health/progress` (the stall alone, with its reason).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -19,6 +20,8 @@ pub struct Health {
     /// Set while a ClickHouse insert or DLQ write is being retried.
     pub sink_failing: AtomicBool,
     pub started: AtomicBool,
+    /// The progress watch's stall, described (None: progressing).
+    stall: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -27,15 +30,27 @@ impl Health {
             && self.kafka_ok.load(Ordering::Relaxed)
             && self.clickhouse_ok.load(Ordering::Relaxed)
             && !self.sink_failing.load(Ordering::Relaxed)
+            && self.stall().is_none()
+    }
+
+    pub fn set_progress(&self, stall: Option<String>) {
+        if let Ok(mut s) = self.stall.lock() {
+            *s = stall;
+        }
+    }
+
+    pub fn stall(&self) -> Option<String> {
+        self.stall.lock().ok().and_then(|s| s.clone())
     }
 
     pub fn describe(&self) -> String {
         format!(
-            "started={} kafka={} clickhouse={} sink_failing={}",
+            "started={} kafka={} clickhouse={} sink_failing={} progress={}",
             self.started.load(Ordering::Relaxed),
             self.kafka_ok.load(Ordering::Relaxed),
             self.clickhouse_ok.load(Ordering::Relaxed),
-            self.sink_failing.load(Ordering::Relaxed)
+            self.sink_failing.load(Ordering::Relaxed),
+            self.stall().unwrap_or_else(|| "progressing".into())
         )
     }
 }
@@ -74,6 +89,15 @@ pub async fn serve(
                     StatusCode::SERVICE_UNAVAILABLE
                 };
                 (code, format!("{}\n", s.health.describe()))
+            }),
+        )
+        .route(
+            "/health/progress",
+            get(|State(s): State<AdminState>| async move {
+                match s.health.stall() {
+                    None => (StatusCode::OK, "progressing\n".to_string()),
+                    Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                }
             }),
         )
         .with_state(AdminState { metrics, health });

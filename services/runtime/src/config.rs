@@ -42,6 +42,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub log: LogSettings,
     pub shutdown: ShutdownSettings,
+    pub progress: ProgressSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,7 +57,6 @@ pub struct KafkaSettings {
     pub max_poll_interval_ms: u64,
     /// `earliest` or `latest`: where a group without committed offsets starts.
     pub auto_offset_reset: String,
-    pub statistics_interval_ms: u64,
     /// Passed to librdkafka as is (security.protocol, sasl.*, …). Values are never logged.
     pub extra: BTreeMap<String, String>,
 }
@@ -160,6 +160,29 @@ pub struct ShutdownSettings {
     pub timeout_s: u64,
 }
 
+/// The progress watch (`progress.rs`): the group's offsets from the broker, and when to call a
+/// lack of progress a stall.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProgressSettings {
+    /// How often the group's committed and end offsets are read.
+    pub interval_ms: u64,
+    /// Lag with no committed progress for this long is a stall (`/health/ready` 503).
+    pub stall_after_s: u64,
+    /// Bound on each request of one read (metadata, offsets, watermarks).
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ProgressSettings {
+    fn default() -> Self {
+        Self {
+            interval_ms: 10_000,
+            stall_after_s: 300,
+            request_timeout_ms: 5_000,
+        }
+    }
+}
+
 impl Default for KafkaSettings {
     fn default() -> Self {
         Self {
@@ -170,7 +193,6 @@ impl Default for KafkaSettings {
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 300_000,
             auto_offset_reset: "earliest".into(),
-            statistics_interval_ms: 5_000,
             extra: BTreeMap::new(),
         }
     }
@@ -399,6 +421,16 @@ pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
         p.push(format!(
             "kafka.auto_offset_reset: {:?} is not earliest or latest",
             k.auto_offset_reset
+        ));
+    }
+    let pr = &s.progress;
+    if pr.interval_ms < 100 || pr.request_timeout_ms == 0 {
+        p.push("progress.interval_ms: below 100, or progress.request_timeout_ms: 0".into());
+    }
+    if pr.stall_after_s.saturating_mul(1_000) < 2 * pr.interval_ms {
+        p.push(format!(
+            "progress.stall_after_s: {} s must span at least two reads ({} ms apart)",
+            pr.stall_after_s, pr.interval_ms
         ));
     }
     if k.session_timeout_ms < 1_000 {

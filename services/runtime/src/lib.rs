@@ -4,7 +4,8 @@
 //! Reading order, in the direction an event travels: [`service`] (start-up) → [`kafka`]
 //! (`Received`) → [`pipeline`] (decode → family → batch → dead letters / dedup → insert →
 //! commit) → [`clickhouse`] (lookup, INSERT, schema). Around them: [`config`], [`retry`],
-//! [`metrics`], [`admin`] (health), [`registry`], [`cli`].
+//! [`metrics`], [`admin`] (health), [`progress`] (the group's lag and stalls), [`registry`],
+//! [`cli`].
 
 pub mod admin;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod family;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod registry;
 pub mod retry;
 pub mod service;

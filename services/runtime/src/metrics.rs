@@ -3,8 +3,8 @@
 //! payment, merchant or payer id.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Where a duplicate was recognised.
@@ -32,8 +32,21 @@ pub struct Metrics {
     pub flush_seconds: Histogram,
     /// class = retryable | fatal; what = lookup | insert | dlq | registry | commit
     pub retries: IntCounterVec,
-    pub consumer_lag: IntGaugeVec,
+    /// The group's lag on every partition of the topic, from the broker (committed offset and
+    /// end offset), whether or not this instance holds the partition.
+    pub group_lag: IntGaugeVec,
+    pub group_committed: IntGaugeVec,
+    pub group_end: IntGaugeVec,
+    /// Failed reads of the group's offsets from the broker.
+    pub group_lag_errors: IntCounter,
+    pub assigned_partitions: IntGauge,
+    /// 1 while this instance reports a stall (`progress::Progress`).
+    pub stalled: IntGauge,
     pub rebalances: IntCounterVec,
+    /// When this process started (Unix seconds): restarts show as changes.
+    pub start_time: Gauge,
+    /// `refreshed_at` of the adoption snapshot (Unix seconds; 0 before the first refresh).
+    pub snapshot_refreshed: IntGauge,
     pub ready: IntGauge,
     pub clickhouse_up: IntGauge,
     pub kafka_up: IntGauge,
@@ -61,18 +74,35 @@ impl Metrics {
             registry.register(Box::new(g.clone())).expect("register");
             g
         };
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new(
-                "consumer_lag_messages",
-                "Messages between the committed offset and the partition's high watermark",
-            ),
-            &["topic", "partition"],
+        let partition_gauge = |name: &str, help: &str| {
+            let g =
+                IntGaugeVec::new(Opts::new(name, help), &["topic", "partition"]).expect("metric");
+            registry.register(Box::new(g.clone())).expect("register");
+            g
+        };
+        let start_time = Gauge::new(
+            "start_time_seconds",
+            "When this process started, Unix seconds",
         )
         .expect("metric");
         registry
-            .register(Box::new(consumer_lag.clone()))
+            .register(Box::new(start_time.clone()))
             .expect("register");
-        Self {
+        start_time.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default(),
+        );
+        let group_lag_errors = IntCounter::new(
+            "group_lag_errors_total",
+            "Failed reads of the group's committed and end offsets from the broker",
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(group_lag_errors.clone()))
+            .expect("register");
+        let m = Self {
             events: counter("events_total", "Consumed events by outcome", &["outcome"]),
             duplicates: counter(
                 "duplicates_total",
@@ -109,7 +139,32 @@ impl Metrics {
                 "Retried operations by what failed and its class",
                 &["what", "class"],
             ),
-            consumer_lag,
+            group_lag: partition_gauge(
+                "group_lag_messages",
+                "The group's lag per partition of its topic: end offset minus committed offset (from the broker)",
+            ),
+            group_committed: partition_gauge(
+                "group_committed_offset",
+                "The group's committed offset per partition (-1: none yet)",
+            ),
+            group_end: partition_gauge(
+                "group_end_offset",
+                "End offset (high watermark) per partition of the topic",
+            ),
+            group_lag_errors,
+            assigned_partitions: gauge(
+                "assigned_partitions",
+                "Partitions of the topic this instance holds",
+            ),
+            stalled: gauge(
+                "stalled",
+                "1 while the group has lag and no progress for progress.stall_after_s on this instance's partitions (or on any, when it holds none)",
+            ),
+            start_time,
+            snapshot_refreshed: gauge(
+                "adoption_snapshot_refreshed_timestamp_seconds",
+                "When refresh-metrics last rebuilt adoption_merchant_monthly, Unix seconds (0: never)",
+            ),
             rebalances: counter(
                 "rebalances_total",
                 "Partition assignment changes",
@@ -123,6 +178,27 @@ impl Metrics {
                 "1 while consumption is paused because ClickHouse or the DLQ is failing",
             ),
             registry,
+        };
+        m.initialise_series();
+        m
+    }
+
+    /// Creates every series with a fixed label set at 0, so that alerts and panels see a
+    /// counter before its first increment (`rate()` needs the zero).
+    fn initialise_series(&self) {
+        for outcome in ["inserted", "duplicate", "dlq"] {
+            self.events.with_label_values(&[outcome]);
+        }
+        for stage in ["batch", "cache", "clickhouse"] {
+            self.duplicates.with_label_values(&[stage]);
+        }
+        for what in ["lookup", "insert", "dlq", "registry", "commit"] {
+            for class in ["retryable", "fatal"] {
+                self.retries.with_label_values(&[what, class]);
+            }
+        }
+        for kind in ["assign", "revoke"] {
+            self.rebalances.with_label_values(&[kind]);
         }
     }
 

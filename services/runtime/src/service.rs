@@ -18,6 +18,7 @@ use crate::family::Family;
 use crate::kafka;
 use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Parts, Pipeline};
+use crate::progress;
 use crate::registry::SchemaSource;
 use crate::retry::with_retries;
 
@@ -149,8 +150,11 @@ async fn connect_clickhouse(v: &Validated) -> anyhow::Result<ClickHouse> {
     .map_err(|e| anyhow::anyhow!("ClickHouse not reachable: {e}"))
 }
 
+/// How often the probes read the adoption snapshot's `refreshed_at`.
+const SNAPSHOT_PROBE_EVERY: Duration = Duration::from_secs(60);
+
 /// Probes ClickHouse (`SELECT 1`) and the broker (a metadata request) every second for
-/// `/health/ready` and the `*_up` gauges.
+/// `/health/ready` and the `*_up` gauges, and the adoption snapshot's age every minute.
 fn spawn_probes(
     ch: ClickHouse,
     producer: FutureProducer,
@@ -159,8 +163,16 @@ fn spawn_probes(
     metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut snapshot_probed: Option<Instant> = None;
         loop {
             let ch_ok = ch.ping().await;
+            if ch_ok && snapshot_probed.is_none_or(|t| t.elapsed() >= SNAPSHOT_PROBE_EVERY) {
+                snapshot_probed = Some(Instant::now());
+                match ch.snapshot_refreshed_at().await {
+                    Ok(t) => metrics.snapshot_refreshed.set(t),
+                    Err(e) => tracing::debug!(error = %e, "cannot read the snapshot's age"),
+                }
+            }
             let p = producer.clone();
             let t = topic.clone();
             let kafka_ok = tokio::task::spawn_blocking(move || {
@@ -241,8 +253,17 @@ pub async fn run_service<F: Family>(
     let family = F::build(&v).map_err(|e| anyhow::anyhow!(e))?;
     let schemas =
         SchemaSource::from_settings(&v.settings.registry).map_err(|e| anyhow::anyhow!(e))?;
-    let consumer = kafka::consumer(&v, F::SERVICE, metrics.clone())?;
+    let assignment = Arc::new(kafka::Assignment::default());
+    let consumer = kafka::consumer(&v, F::SERVICE, metrics.clone(), assignment.clone())?;
     let producer = kafka::producer(&v, F::SERVICE)?;
+    let watch = tokio::spawn(progress::watch(
+        kafka::GroupOffsets::new(&v, F::SERVICE)?,
+        assignment,
+        v.settings.kafka.topic.clone(),
+        v.settings.progress.clone(),
+        metrics.clone(),
+        health.clone(),
+    ));
 
     let probes = spawn_probes(
         ch.clone(),
@@ -263,6 +284,7 @@ pub async fn run_service<F: Family>(
     })?;
     let outcome = pipeline.run(shutdown).await;
     probes.abort();
+    watch.abort();
     let _ = producer.flush(Duration::from_secs(5));
     match outcome? {
         Outcome::Clean => {

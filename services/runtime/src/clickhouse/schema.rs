@@ -23,6 +23,20 @@ impl ClickHouse {
         Ok(out)
     }
 
+    /// When `refresh-metrics` last rebuilt the monthly snapshot (Unix seconds; 0 when it never
+    /// ran or the table is empty).
+    pub async fn snapshot_refreshed_at(&self) -> Result<i64, ClickHouseError> {
+        let q = self.admin.query(&format!(
+            "SELECT toInt64(toUnixTimestamp(max(refreshed_at))) FROM {}.{}",
+            self.database,
+            umkm_core::adoption::MONTHLY.table
+        ));
+        tokio::time::timeout(self.query_timeout, q.fetch_one::<i64>())
+            .await
+            .map_err(|_| ClickHouseError::timeout("snapshot age"))?
+            .map_err(ClickHouseError::from_client)
+    }
+
     async fn refresh_snapshot(
         &self,
         snap: &umkm_core::adoption::Snapshot,

@@ -1,7 +1,8 @@
 //! Kafka clients: the consumer (manual commits after ClickHouse acknowledged, rebalance events
-//! handed to the pipeline, consumer lag from librdkafka statistics) and the DLQ producer, plus
-//! [`Received`], the one shape in which a message enters the pipeline.
+//! handed to the pipeline), the DLQ producer and the group's offsets read for the progress
+//! watch, plus [`Received`], the one shape in which a message enters the pipeline.
 
+mod group_lag;
 mod rebalance;
 
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::FutureProducer;
 
-pub use rebalance::{ConsumerCtx, RebalanceEvent};
+pub use group_lag::GroupOffsets;
+pub use rebalance::{Assignment, ConsumerCtx, RebalanceEvent};
 
 use crate::config::Validated;
 use crate::metrics::Metrics;
@@ -58,7 +60,12 @@ fn with_extra(mut c: ClientConfig, v: &Validated) -> ClientConfig {
     c
 }
 
-pub fn consumer(v: &Validated, service: &str, metrics: Arc<Metrics>) -> KafkaResult<Consumer> {
+pub fn consumer(
+    v: &Validated,
+    service: &str,
+    metrics: Arc<Metrics>,
+    assignment: Arc<Assignment>,
+) -> KafkaResult<Consumer> {
     let k = &v.settings.kafka;
     let mut c = base(v);
     c.set("group.id", &k.group_id)
@@ -69,16 +76,12 @@ pub fn consumer(v: &Validated, service: &str, metrics: Arc<Metrics>) -> KafkaRes
         .set("auto.offset.reset", &k.auto_offset_reset)
         .set("session.timeout.ms", k.session_timeout_ms.to_string())
         .set("max.poll.interval.ms", k.max_poll_interval_ms.to_string())
-        .set(
-            "statistics.interval.ms",
-            k.statistics_interval_ms.to_string(),
-        )
         .set("fetch.wait.max.ms", "100")
         // Prefetch at most 16 MiB (librdkafka's default is 64 MiB): about 40,000 QRIS events.
         // The pipeline keeps consuming while a batch is inserted, so a deep prefetch buys
         // nothing but memory (docs/benchmarks.md). `kafka.extra` may raise it.
         .set("queued.max.messages.kbytes", "16384");
-    with_extra(c, v).create_with_context(ConsumerCtx::new(metrics))
+    with_extra(c, v).create_with_context(ConsumerCtx::new(metrics, assignment))
 }
 
 pub fn producer(v: &Validated, service: &str) -> KafkaResult<FutureProducer> {

@@ -1,12 +1,12 @@
 //! The consumer's librdkafka context: rebalance callbacks queue [`RebalanceEvent`]s for the
-//! pipeline (which applies them in one place, `Pipeline::run`), and statistics feed the
-//! consumer-lag gauge.
+//! pipeline (which applies them in one place, `Pipeline::run`) and keep the [`Assignment`]
+//! that the progress watch reads.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
-use rdkafka::statistics::Statistics;
 
 use super::TopicPartition;
 use crate::metrics::Metrics;
@@ -17,15 +17,50 @@ pub enum RebalanceEvent {
     Revoked(Vec<TopicPartition>),
 }
 
+/// The partitions this instance holds, as the rebalance callbacks last left them (eager and
+/// incremental assignments alike: an assignment adds, a revocation removes).
+#[derive(Debug, Default)]
+pub struct Assignment(Mutex<BTreeSet<TopicPartition>>);
+
+impl Assignment {
+    /// The partitions of `topic` held now.
+    pub fn held(&self, topic: &str) -> BTreeSet<i32> {
+        self.0
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .filter(|(t, _)| t == topic)
+                    .map(|(_, p)| *p)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn change(&self, added: &[TopicPartition], removed: &[TopicPartition]) -> usize {
+        match self.0.lock() {
+            Ok(mut s) => {
+                for tp in removed {
+                    s.remove(tp);
+                }
+                s.extend(added.iter().cloned());
+                s.len()
+            }
+            Err(_) => 0,
+        }
+    }
+}
+
 pub struct ConsumerCtx {
     metrics: Arc<Metrics>,
+    assignment: Arc<Assignment>,
     events: Mutex<Vec<RebalanceEvent>>,
 }
 
 impl ConsumerCtx {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, assignment: Arc<Assignment>) -> Self {
         ConsumerCtx {
             metrics,
+            assignment,
             events: Mutex::new(Vec::new()),
         }
     }
@@ -52,32 +87,14 @@ fn partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<TopicPartition> {
         .collect()
 }
 
-impl ClientContext for ConsumerCtx {
-    fn stats(&self, stats: Statistics) {
-        for (topic, t) in &stats.topics {
-            for (p, part) in &t.partitions {
-                // -1 is librdkafka's internal UA partition; lag is -1 when unknown.
-                if *p >= 0 && part.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag
-                        .with_label_values(&[topic.as_str(), &p.to_string()])
-                        .set(part.consumer_lag);
-                }
-            }
-        }
-    }
-}
+impl ClientContext for ConsumerCtx {}
 
 impl ConsumerContext for ConsumerCtx {
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = r {
             let revoked = partitions(tpl);
-            for (t, p) in &revoked {
-                let _ = self
-                    .metrics
-                    .consumer_lag
-                    .remove_label_values(&[t.as_str(), &p.to_string()]);
-            }
+            let held = self.assignment.change(&[], &revoked);
+            self.metrics.assigned_partitions.set(held as i64);
             self.metrics.rebalances.with_label_values(&["revoke"]).inc();
             self.push(RebalanceEvent::Revoked(revoked));
         }
@@ -86,11 +103,32 @@ impl ConsumerContext for ConsumerCtx {
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         match r {
             Rebalance::Assign(tpl) => {
+                let assigned = partitions(tpl);
+                let held = self.assignment.change(&assigned, &[]);
+                self.metrics.assigned_partitions.set(held as i64);
                 self.metrics.rebalances.with_label_values(&["assign"]).inc();
-                self.push(RebalanceEvent::Assigned(partitions(tpl)));
+                self.push(RebalanceEvent::Assigned(assigned));
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
             Rebalance::Revoke(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignment_adds_and_removes_per_topic() {
+        let a = Assignment::default();
+        let tp = |t: &str, p| (t.to_string(), p);
+        assert_eq!(a.change(&[tp("t", 0), tp("t", 1), tp("u", 0)], &[]), 3);
+        assert_eq!(a.held("t"), BTreeSet::from([0, 1]));
+        // Incremental: a revocation of one partition keeps the others.
+        assert_eq!(a.change(&[], &[tp("t", 0)]), 2);
+        assert_eq!(a.held("t"), BTreeSet::from([1]));
+        assert_eq!(a.change(&[], &[tp("t", 1), tp("u", 0)]), 0);
+        assert!(a.held("t").is_empty());
     }
 }

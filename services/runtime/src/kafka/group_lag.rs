@@ -1,0 +1,69 @@
+//! The group's offsets as the broker holds them: committed offset, low and high watermark of
+//! every partition of the topic, whether or not this instance holds it (README "Metrics and
+//! health"). A client of its own, never subscribed: it reads the group, it does not join it.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::Validated;
+use crate::progress::PartitionOffsets;
+
+pub struct GroupOffsets {
+    consumer: BaseConsumer,
+    topic: String,
+    timeout: Duration,
+}
+
+impl GroupOffsets {
+    pub fn new(v: &Validated, service: &str) -> KafkaResult<GroupOffsets> {
+        let mut c = super::base(v);
+        c.set("group.id", &v.settings.kafka.group_id)
+            .set("client.id", format!("{service}-lag"))
+            .set("enable.auto.commit", "false");
+        Ok(GroupOffsets {
+            consumer: super::with_extra(c, v).create()?,
+            topic: v.settings.kafka.topic.clone(),
+            timeout: Duration::from_millis(v.settings.progress.request_timeout_ms),
+        })
+    }
+
+    /// One read of every partition (blocking: run it on a blocking thread).
+    pub fn read(&self) -> KafkaResult<Vec<PartitionOffsets>> {
+        // Nothing is consumed here; this drains the client's own events (errors, logs).
+        let _ = self.consumer.poll(Duration::ZERO);
+        let md = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), self.timeout)?;
+        let t = md.topics().iter().find(|t| t.name() == self.topic).ok_or(
+            KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopic),
+        )?;
+        if let Some(e) = t.error() {
+            return Err(KafkaError::MetadataFetch(e.into()));
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in t.partitions() {
+            tpl.add_partition(&self.topic, p.id());
+        }
+        let committed = self.consumer.committed_offsets(tpl, self.timeout)?;
+        let mut out = Vec::with_capacity(committed.count());
+        for e in committed.elements() {
+            let (low, high) =
+                self.consumer
+                    .fetch_watermarks(&self.topic, e.partition(), self.timeout)?;
+            out.push(PartitionOffsets {
+                partition: e.partition(),
+                low,
+                high,
+                committed: match e.offset() {
+                    Offset::Offset(n) => Some(n),
+                    _ => None,
+                },
+            });
+        }
+        out.sort_by_key(|p| p.partition);
+        Ok(out)
+    }
+}
