@@ -79,3 +79,29 @@ pub fn clickhouse_targets(d: &Value) -> Vec<(String, String)> {
     }
     v
 }
+
+/// (dashboard, PromQL) of every Prometheus panel target.
+pub fn prometheus_exprs() -> Result<Vec<(String, String)>> {
+    let mut v = Vec::new();
+    for (file, d) in dashboards()? {
+        for p in d["panels"].as_array().into_iter().flatten() {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                if ds_type(t) == "prometheus" {
+                    v.push((
+                        file.clone(),
+                        t["expr"].as_str().unwrap_or_default().to_string(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// The `umkm_*` metric names a PromQL expression reads (recording rules, `umkm:…`, are not
+/// metrics of the services).
+pub fn umkm_metrics_in(expr: &str) -> Vec<&str> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.starts_with("umkm_"))
+        .collect()
+}

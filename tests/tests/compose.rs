@@ -138,17 +138,28 @@ fn grafana_and_prometheus_are_wired() -> Result<()> {
         ensure!(g.contains(needle), "grafana service lacks {needle:?}");
     }
     let root = umkm_e2e::repo_root();
-    let prom = std::fs::read_to_string(root.join("deploy/prometheus.yml"))?;
+    let p = service_block(&text, "prometheus");
+    for needle in [
+        "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml",
+        "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml",
+    ] {
+        ensure!(p.contains(needle), "prometheus service lacks {needle:?}");
+    }
+    let prom = std::fs::read_to_string(root.join("deploy/prometheus/prometheus.yml"))?;
+    ensure!(
+        prom.contains("rule_files:") && prom.contains("- alerts.yml"),
+        "deploy/prometheus/prometheus.yml does not load the alert rules"
+    );
     for svc in ["qris-consumer", "noncash-consumer", "merchant-consumer"] {
         ensure!(
             prom.contains(&format!("{svc}:9464")),
             "prometheus does not scrape {svc}"
         );
     }
-    // Prometheus's own checker accepts the file.
+    // Prometheus's own checker accepts the file and the rule files it names.
     let out = std::process::Command::new("promtool")
         .args(["check", "config"])
-        .arg(root.join("deploy/prometheus.yml"))
+        .arg(root.join("deploy/prometheus/prometheus.yml"))
         .output()?;
     ensure!(
         out.status.success(),
