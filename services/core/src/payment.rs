@@ -29,7 +29,7 @@ use crate::Invalid;
 use crate::amount::{self, Rupiah};
 use crate::dedup::Key;
 use crate::fields::all_digits;
-use crate::reference::{self, Region};
+use crate::reference::{Region, Regions};
 use crate::time::EventTime;
 
 /// The fields every payment contract carries and checks the same way.
@@ -57,6 +57,7 @@ pub struct CommonChecked {
 /// returned when all of these pass.
 pub fn check_common(
     f: &CommonFields<'_>,
+    regions: &Regions,
     now_ms: i64,
     bad: &mut Vec<Invalid>,
 ) -> Option<CommonChecked> {
@@ -69,7 +70,7 @@ pub fn check_common(
     if f.merchant_name.trim().is_empty() {
         bad.push(Invalid::new("merchant_name", "merchant_name is empty"));
     }
-    let region = reference::check_region(f.region_code).map_err(|i| bad.push(i));
+    let region = regions.check(f.region_code).map_err(|i| bad.push(i));
     let amount = amount::parse_idr(f.amount).map_err(|i| bad.push(i));
     if !matches!(f.currency.trim(), "IDR" | "360") {
         bad.push(Invalid::new(

@@ -33,106 +33,191 @@ pub struct Region {
     pub in_reference: bool,
 }
 
-struct Regions {
+/// The region reference a service checks codes against: the shipped one
+/// ([`Regions::shipped`]), or a newer list of Banten's kab/kota and kecamatan read from
+/// `reference.regions_file` (docs/operations.md "Replaying after a reference-data fix").
+/// Provinces are always the shipped list.
+#[derive(Debug, Clone)]
+pub struct Regions {
+    version: String,
     provinces: HashMap<String, String>,
     banten: HashMap<String, (String, String)>, // code -> (name, level)
 }
 
-fn regions() -> &'static Regions {
-    static R: OnceLock<Regions> = OnceLock::new();
-    R.get_or_init(|| {
+impl Regions {
+    /// The reference shipped with the project (`REGIONS_VERSION`).
+    pub fn shipped() -> &'static Regions {
+        static R: OnceLock<Regions> = OnceLock::new();
+        R.get_or_init(|| {
+            Regions::with_banten(REGIONS_VERSION, BANTEN_CSV)
+                .expect("the shipped Banten reference parses")
+        })
+    }
+
+    /// A reference whose Banten list is `csv` (the format of `kemendagri_banten_2025.csv`:
+    /// `kode,nama,level` with levels `provinsi`, `kab_kota`, `kecamatan`), named `version`.
+    /// The list replaces the shipped one whole, as a new decree does. Every line is checked:
+    /// the code's form matches its level, it is in Banten (36), a kecamatan's kab/kota is
+    /// listed, and no code repeats.
+    pub fn with_banten(version: &str, csv: &str) -> Result<Regions, String> {
+        if version.trim().is_empty() {
+            return Err("the reference needs a version name".into());
+        }
         let provinces = PROVINCES_CSV
             .lines()
             .skip(1)
             .filter_map(|l| l.split_once(','))
             .map(|(k, n)| (k.to_string(), n.to_string()))
             .collect();
-        let banten = BANTEN_CSV
-            .lines()
-            .skip(1)
-            .filter_map(|l| {
-                let mut it = l.split(',');
-                Some((
-                    it.next()?.to_string(),
-                    (it.next()?.to_string(), it.next()?.to_string()),
-                ))
-            })
-            .collect();
-        Regions { provinces, banten }
-    })
+        let mut banten = HashMap::new();
+        let mut lines = csv.lines().enumerate();
+        match lines.next() {
+            Some((_, h)) if h.trim() == "kode,nama,level" => {}
+            other => {
+                return Err(format!(
+                    "line 1: expected the header kode,nama,level, found {:?}",
+                    other.map(|(_, h)| h).unwrap_or_default()
+                ));
+            }
+        }
+        for (i, line) in lines {
+            let n = i + 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let f = csv_fields(line, 3).ok_or(format!("line {n}: expected kode,nama,level"))?;
+            let (code, name, level) = (f[0], f[1], f[2]);
+            let form_ok = match level {
+                "provinsi" => code == BANTEN,
+                "kab_kota" => code.len() == 5 && code.starts_with("36."),
+                "kecamatan" => code.len() == 8 && code.starts_with("36."),
+                _ => {
+                    return Err(format!(
+                        "line {n}: level {level:?} is not provinsi, kab_kota or kecamatan"
+                    ));
+                }
+            };
+            let digits_ok = code
+                .split('.')
+                .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()));
+            // `?` would be read as a bind marker by the ClickHouse client that loads the rows.
+            if !form_ok || !digits_ok || name.is_empty() || name.contains('?') {
+                return Err(format!(
+                    "line {n}: {code:?} is not a Banten {level} code (36, 36.KK, 36.KK.CC) with a name without `?`"
+                ));
+            }
+            if banten
+                .insert(code.to_string(), (name.to_string(), level.to_string()))
+                .is_some()
+            {
+                return Err(format!("line {n}: {code} is listed twice"));
+            }
+        }
+        for (code, (_, level)) in &banten {
+            if level == "kecamatan" && !banten.contains_key(&code[..5]) {
+                return Err(format!(
+                    "kecamatan {code}: its kab/kota {} is not listed",
+                    &code[..5]
+                ));
+            }
+        }
+        if !banten.values().any(|(_, l)| l == "kab_kota") {
+            return Err("no kab/kota listed".into());
+        }
+        Ok(Regions {
+            version: version.to_string(),
+            provinces,
+            banten,
+        })
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Name and level (`provinsi`, `kab_kota`, `kecamatan`) of a Banten code.
+    pub fn banten_region(&self, code: &str) -> Option<(&str, &str)> {
+        self.banten.get(code).map(|(n, l)| (n.as_str(), l.as_str()))
+    }
+
+    /// Banten's codes, sorted.
+    pub fn banten_codes(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.banten.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Accepts `PP.KK`, `PP.KK.CC`, or the same without dots (`PPKK`, `PPKKCC`).
+    /// Banten (36) codes must be in this reference's list; other provinces are checked at
+    /// province level only (the project ships Banten's kab/kota and kecamatan, not the whole
+    /// country's).
+    pub fn check(&self, raw: &str) -> Result<Region, Invalid> {
+        let s = raw.trim();
+        // The digits without dots, on the stack (this runs for every payment).
+        let (mut d, mut n, mut digits_only) = ([0u8; 6], 0usize, true);
+        for b in s.bytes().filter(|b| *b != b'.') {
+            if !b.is_ascii_digit() || n == d.len() {
+                digits_only = false;
+                break;
+            }
+            d[n] = b;
+            n += 1;
+        }
+        let well_formed =
+            digits_only && matches!(n, 4 | 6) && (s.len() == n || s.len() == n + n / 2 - 1);
+        if !well_formed {
+            return Err(Invalid::new(
+                "region_format",
+                format!(
+                    "region_code {raw:?} is not a Kemendagri kab/kota (PP.KK) or kecamatan (PP.KK.CC) code"
+                ),
+            ));
+        }
+        // Dotted form: PP.KK or PP.KK.CC (ASCII digits, so byte slicing is safe).
+        let mut code = String::with_capacity(8);
+        for (i, b) in d[..n].iter().enumerate() {
+            if i == 2 || i == 4 {
+                code.push('.');
+            }
+            code.push(char::from(*b));
+        }
+        let province = code[0..2].to_string();
+        let kab_kota = code[0..5].to_string();
+        let kecamatan = if n == 6 { code.clone() } else { String::new() };
+        if !self.provinces.contains_key(&province) {
+            return Err(Invalid::new(
+                "region_unknown",
+                format!("region_code {raw:?}: province {province} is not a Kemendagri province"),
+            ));
+        }
+        let in_reference = province == BANTEN;
+        if in_reference && !self.banten.contains_key(&code) {
+            return Err(Invalid::new(
+                "region_unknown",
+                format!(
+                    "region_code {raw:?}: {code} is not a Banten kab/kota or kecamatan in {}",
+                    self.version
+                ),
+            ));
+        }
+        Ok(Region {
+            code,
+            province,
+            kab_kota,
+            kecamatan,
+            in_reference,
+        })
+    }
 }
 
-/// Name and level (`provinsi`, `kab_kota`, `kecamatan`) of a Banten code.
+/// Name and level of a Banten code in the shipped reference.
 pub fn banten_region(code: &str) -> Option<(&'static str, &'static str)> {
-    regions()
-        .banten
-        .get(code)
-        .map(|(n, l)| (n.as_str(), l.as_str()))
+    Regions::shipped().banten_region(code)
 }
 
+/// Banten's codes in the shipped reference, sorted.
 pub fn banten_codes() -> impl Iterator<Item = &'static str> {
-    regions().banten.keys().map(String::as_str)
-}
-
-/// Accepts `PP.KK`, `PP.KK.CC`, or the same without dots (`PPKK`, `PPKKCC`).
-/// Banten (36) codes must be in the shipped list; other provinces are checked at province level
-/// only (the project ships Banten's kab/kota and kecamatan, not the whole country's).
-pub fn check_region(raw: &str) -> Result<Region, Invalid> {
-    let s = raw.trim();
-    // The digits without dots, on the stack (this runs for every payment).
-    let (mut d, mut n, mut digits_only) = ([0u8; 6], 0usize, true);
-    for b in s.bytes().filter(|b| *b != b'.') {
-        if !b.is_ascii_digit() || n == d.len() {
-            digits_only = false;
-            break;
-        }
-        d[n] = b;
-        n += 1;
-    }
-    let well_formed =
-        digits_only && matches!(n, 4 | 6) && (s.len() == n || s.len() == n + n / 2 - 1);
-    if !well_formed {
-        return Err(Invalid::new(
-            "region_format",
-            format!(
-                "region_code {raw:?} is not a Kemendagri kab/kota (PP.KK) or kecamatan (PP.KK.CC) code"
-            ),
-        ));
-    }
-    // Dotted form: PP.KK or PP.KK.CC (ASCII digits, so byte slicing is safe).
-    let mut code = String::with_capacity(8);
-    for (i, b) in d[..n].iter().enumerate() {
-        if i == 2 || i == 4 {
-            code.push('.');
-        }
-        code.push(char::from(*b));
-    }
-    let province = code[0..2].to_string();
-    let kab_kota = code[0..5].to_string();
-    let kecamatan = if n == 6 { code.clone() } else { String::new() };
-    let r = regions();
-    if !r.provinces.contains_key(&province) {
-        return Err(Invalid::new(
-            "region_unknown",
-            format!("region_code {raw:?}: province {province} is not a Kemendagri province"),
-        ));
-    }
-    let in_reference = province == BANTEN;
-    if in_reference && !r.banten.contains_key(&code) {
-        return Err(Invalid::new(
-            "region_unknown",
-            format!(
-                "region_code {raw:?}: {code} is not a Banten kab/kota or kecamatan in {REGIONS_VERSION}"
-            ),
-        ));
-    }
-    Ok(Region {
-        code,
-        province,
-        kab_kota,
-        kecamatan,
-        in_reference,
-    })
+    Regions::shipped().banten_codes().into_iter()
 }
 
 fn mcc_map() -> &'static HashMap<String, String> {
@@ -223,6 +308,7 @@ mod tests {
 
     #[test]
     fn region_codes() {
+        let check_region = |c: &str| Regions::shipped().check(c);
         let r = check_region("36.04.19").unwrap();
         assert_eq!(
             (
@@ -251,6 +337,58 @@ mod tests {
     }
 
     #[test]
+    fn a_newer_banten_list_replaces_the_shipped_one() {
+        let newer = format!("{BANTEN_CSV}36.03.34,Kecamatan Baru,kecamatan\n");
+        let r = Regions::with_banten("kepmendagri-test-2026", &newer).unwrap();
+        assert_eq!(r.check("36.03.34").unwrap().kab_kota, "36.03");
+        assert_eq!(
+            r.banten_region("36.03.34"),
+            Some(("Kecamatan Baru", "kecamatan"))
+        );
+        assert_eq!(
+            r.banten_codes().len(),
+            Regions::shipped().banten_codes().len() + 1
+        );
+        let unknown = Regions::shipped().check("36.03.34").unwrap_err();
+        assert_eq!(unknown.rule, "region_unknown");
+        assert!(
+            unknown.message.contains(REGIONS_VERSION),
+            "{}",
+            unknown.message
+        );
+        // Outside Banten nothing changes.
+        assert!(!r.check("31.71").unwrap().in_reference);
+    }
+
+    #[test]
+    fn a_bad_banten_list_is_refused_with_its_line() {
+        let h = "kode,nama,level\n";
+        for (csv, says) in [
+            ("code,name,level\n36.01,A,kab_kota\n", "header"),
+            (
+                &format!("{h}36.01,A,kab_kota\n36.01,B,kab_kota\n") as &str,
+                "line 3: 36.01 is listed twice",
+            ),
+            (
+                &format!("{h}36.01,A,kab_kota\n36.02.01,B,kecamatan\n"),
+                "its kab/kota 36.02",
+            ),
+            (&format!("{h}32.01,A,kab_kota\n"), "line 2"),
+            (&format!("{h}36.01,A,kota\n"), "level"),
+            (&format!("{h}36.1,A,kab_kota\n"), "line 2"),
+            (
+                &format!("{h}36.01.01,,kecamatan\n36.01,A,kab_kota\n"),
+                "line 2",
+            ),
+            (h, "no kab/kota"),
+        ] {
+            let e = Regions::with_banten("v", csv).unwrap_err();
+            assert!(e.contains(says), "{csv:?}: {e}");
+        }
+        assert!(Regions::with_banten(" ", BANTEN_CSV).is_err());
+    }
+
+    #[test]
     fn sectors() {
         assert_eq!(sector_for_mcc("5812"), "food_beverage");
         assert_eq!(sector_for_mcc("5948"), "fashion");
@@ -266,49 +404,10 @@ fn sql_str(s: &str) -> String {
 /// generated from the shipped CSVs. The INSERT skips rows already present, so a re-run adds
 /// nothing; a new Kepmendagri version is a new migration with a new `version`.
 pub fn regions_migration_sql() -> String {
-    let mut rows: Vec<(String, String, &str, String, String)> = Vec::new();
-    for line in PROVINCES_CSV.lines().skip(1) {
-        if let Some((code, name)) = line.split_once(',') {
-            rows.push((
-                code.into(),
-                name.into(),
-                "provinsi",
-                code.into(),
-                String::new(),
-            ));
-        }
-    }
-    for line in BANTEN_CSV.lines().skip(1) {
+    let banten = BANTEN_CSV.lines().skip(1).filter_map(|line| {
         let f: Vec<&str> = line.split(',').collect();
-        if f.len() != 3 || f[2] == "provinsi" {
-            continue;
-        }
-        let kab = f[0][..5].to_string();
-        rows.push((
-            f[0].into(),
-            f[1].into(),
-            if f[2] == "kab_kota" {
-                "kab_kota"
-            } else {
-                "kecamatan"
-            },
-            f[0][..2].into(),
-            kab,
-        ));
-    }
-    let tuples: Vec<String> = rows
-        .iter()
-        .map(|(c, n, l, p, k)| {
-            format!(
-                "    ({}, {}, {}, {}, {})",
-                sql_str(c),
-                sql_str(n),
-                sql_str(l),
-                sql_str(p),
-                sql_str(k)
-            )
-        })
-        .collect();
+        (f.len() == 3).then(|| (f[0], f[1], f[2]))
+    });
     format!(
         "-- GENERATED from schemas/reference/kemendagri_provinces_2025.csv and\n\
          -- kemendagri_banten_2025.csv by umkm_core::reference::regions_migration_sql (regenerate:\n\
@@ -325,11 +424,76 @@ pub fn regions_migration_sql() -> String {
          )\n\
          ENGINE = ${{replicated}}ReplacingMergeTree(loaded_at)\n\
          ORDER BY (version, code);\n\
-         INSERT INTO ${{database}}.ref_regions (version, code, name, level, province_code, kab_kota_code, loaded_at)\n\
+         {}",
+        regions_insert(REGIONS_VERSION, banten, "${database}")
+    )
+}
+
+/// The INSERT that loads `r` into `database.ref_regions` under its version (a reference from
+/// `reference.regions_file`; the shipped one is migration 0003). Rows already there are
+/// skipped, so it can run at every start.
+pub fn regions_insert_sql(r: &Regions, database: &str) -> String {
+    let banten = r.banten_codes().into_iter().filter_map(|c| {
+        let (name, level) = r.banten_region(c)?;
+        Some((c, name, level))
+    });
+    regions_insert(r.version(), banten, database)
+}
+
+/// INSERT … SELECT of every province (shipped list) and of `banten` ((code, name, level)
+/// rows; the province row itself is skipped) under `version`, skipping rows present.
+fn regions_insert<'a>(
+    version: &str,
+    banten: impl Iterator<Item = (&'a str, &'a str, &'a str)>,
+    database: &str,
+) -> String {
+    let mut rows: Vec<(String, String, &str, String, String)> = Vec::new();
+    for line in PROVINCES_CSV.lines().skip(1) {
+        if let Some((code, name)) = line.split_once(',') {
+            rows.push((
+                code.into(),
+                name.into(),
+                "provinsi",
+                code.into(),
+                String::new(),
+            ));
+        }
+    }
+    for (code, name, level) in banten {
+        if level == "provinsi" {
+            continue;
+        }
+        rows.push((
+            code.into(),
+            name.into(),
+            if level == "kab_kota" {
+                "kab_kota"
+            } else {
+                "kecamatan"
+            },
+            code[..2].into(),
+            code[..5].to_string(),
+        ));
+    }
+    let tuples: Vec<String> = rows
+        .iter()
+        .map(|(c, n, l, p, k)| {
+            format!(
+                "    ({}, {}, {}, {}, {})",
+                sql_str(c),
+                sql_str(n),
+                sql_str(l),
+                sql_str(p),
+                sql_str(k)
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO {database}.ref_regions (version, code, name, level, province_code, kab_kota_code, loaded_at)\n\
          SELECT {ver}, tupleElement(r, 1), tupleElement(r, 2), tupleElement(r, 3), tupleElement(r, 4), tupleElement(r, 5), now()\n\
          FROM (SELECT arrayJoin([\n{rows}\n]) AS r)\n\
-         WHERE ({ver}, tupleElement(r, 1)) NOT IN (SELECT version, code FROM ${{database}}.ref_regions);\n",
-        ver = sql_str(REGIONS_VERSION),
+         WHERE ({ver}, tupleElement(r, 1)) NOT IN (SELECT version, code FROM {database}.ref_regions);\n",
+        ver = sql_str(version),
         rows = tuples.join(",\n"),
     )
 }

@@ -7,12 +7,14 @@
 //! a version already held, is a duplicate.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use umkm_core::Invalid;
 use umkm_core::dedup::Key;
 use umkm_core::fields::{
     all_digits, check_event_id, check_message_key, id_like, is_nmid, mid_ref, nmid_ref, opt,
 };
-use umkm_core::reference;
+
+use umkm_core::reference::{self, Regions};
 use umkm_core::time::{EventTime, days_since_epoch};
 use umkm_runtime::config::Validated;
 use umkm_runtime::family::{Family, MessageMeta, Processed};
@@ -148,10 +150,25 @@ pub fn sector(kbli_codes: &[String], mcc: &str) -> (&'static str, &'static str, 
 /// Earliest accepted onboarding date: 1990-01-01.
 const MIN_ONBOARDING_DAY: i32 = 7305;
 
-#[derive(Default)]
-pub struct Merchants;
+pub struct Merchants {
+    regions: Arc<Regions>,
+}
+
+impl Default for Merchants {
+    fn default() -> Self {
+        Merchants {
+            regions: Arc::new(Regions::shipped().clone()),
+        }
+    }
+}
 
 impl Merchants {
+    /// Checks region codes against `regions` instead of the shipped reference.
+    pub fn with_regions(mut self, regions: Arc<Regions>) -> Self {
+        self.regions = regions;
+        self
+    }
+
     /// Every validation rule; returns all that fail.
     pub fn validate(&self, e: &MerchantEvent, meta: &MessageMeta<'_>) -> Vec<Invalid> {
         let mut bad = Vec::new();
@@ -219,7 +236,7 @@ impl Merchants {
                 format!("mcc {m:?} is not 4 digits"),
             ));
         }
-        if let Err(i) = reference::check_region(&e.region_code) {
+        if let Err(i) = self.regions.check(&e.region_code) {
             bad.push(i);
         }
         match EventTime::check(e.event_time, meta.now_ms) {
@@ -251,7 +268,7 @@ impl Merchants {
             return Err(bad);
         }
         let (Ok(region), Ok(t)) = (
-            reference::check_region(&e.region_code),
+            self.regions.check(&e.region_code),
             EventTime::check(e.event_time, meta.now_ms),
         ) else {
             return Err(vec![Invalid::new("internal", "re-validation failed")]);
@@ -345,8 +362,8 @@ impl Family for Merchants {
     const KEY_DETERMINES_DATE: bool = false;
     const READER_SCHEMA: &'static str = READER_SCHEMA;
 
-    fn build(_: &Validated) -> Result<Self, String> {
-        Ok(Merchants)
+    fn build(v: &Validated) -> Result<Self, String> {
+        Ok(Merchants::default().with_regions(v.regions.clone()))
     }
 
     fn process(

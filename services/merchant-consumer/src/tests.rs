@@ -43,7 +43,7 @@ fn meta(key: Option<&[u8]>) -> MessageMeta<'_> {
 
 fn rules(e: MerchantEvent) -> Vec<&'static str> {
     let key = e.merchant_id.clone();
-    Merchants
+    Merchants::default()
         .validate(&e, &meta(Some(key.as_bytes())))
         .into_iter()
         .map(|i| i.rule)
@@ -52,7 +52,9 @@ fn rules(e: MerchantEvent) -> Vec<&'static str> {
 
 #[test]
 fn valid_event_normalises() {
-    let p = Merchants.normalise(sample(), &meta(Some(KEY))).unwrap();
+    let p = Merchants::default()
+        .normalise(sample(), &meta(Some(KEY)))
+        .unwrap();
     let r = &p.row;
     assert_eq!(r.dedup_key, dedup_key("NIB-9120001234567", 1).hex());
     assert_eq!(
@@ -87,14 +89,16 @@ fn closed_and_versions() {
     let mut e = sample();
     e.event_type = MerchantEventType::Closed;
     e.version = 7;
-    let p = Merchants.normalise(e, &meta(Some(KEY))).unwrap();
+    let p = Merchants::default().normalise(e, &meta(Some(KEY))).unwrap();
     assert_eq!(p.row.status, "closed");
     assert_ne!(p.key, dedup_key("NIB-9120001234567", 1));
     // Same merchant and version from another publisher: the same fact.
     let mut other = sample();
     other.event_id = "acq-evt".into();
     other.source_type = SourceType::Acquirer;
-    let q = Merchants.normalise(other, &meta(Some(KEY))).unwrap();
+    let q = Merchants::default()
+        .normalise(other, &meta(Some(KEY)))
+        .unwrap();
     assert_eq!(q.key, dedup_key("NIB-9120001234567", 1));
 }
 
@@ -150,7 +154,7 @@ fn every_rule_has_a_reason() {
         assert_eq!(rules(e), vec![rule], "rule {rule}");
     }
     assert!(rules(sample()).is_empty());
-    let got: Vec<_> = Merchants
+    let got: Vec<_> = Merchants::default()
         .validate(&sample(), &meta(Some(b"other")))
         .into_iter()
         .map(|i| i.rule)
@@ -158,7 +162,7 @@ fn every_rule_has_a_reason() {
     assert_eq!(got, vec!["key_mismatch"]);
     let mut e = sample();
     e.merchant_id = "a b".into();
-    let got: Vec<_> = Merchants
+    let got: Vec<_> = Merchants::default()
         .validate(&e, &meta(Some(b"a b")))
         .into_iter()
         .map(|i| i.rule)

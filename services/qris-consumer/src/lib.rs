@@ -11,6 +11,7 @@
 //! ones are counted as duplicates.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use umkm_core::Invalid;
 use umkm_core::dedup::KeyHex;
 use umkm_core::fields::{
@@ -22,7 +23,8 @@ use umkm_core::payment::{
     report_keys,
 };
 use umkm_core::pii::PiiHasher;
-use umkm_core::reference;
+
+use umkm_core::reference::{self, Regions};
 use umkm_runtime::config::Validated;
 use umkm_runtime::family::{Family, MessageMeta, Processed};
 
@@ -150,6 +152,7 @@ pub const KEY_DOMAINS: KeyDomains = KeyDomains {
 pub struct Qris {
     hasher: PiiHasher,
     midnight_skew_ms: i64,
+    regions: Arc<Regions>,
 }
 
 impl Qris {
@@ -157,7 +160,14 @@ impl Qris {
         Self {
             hasher,
             midnight_skew_ms,
+            regions: Arc::new(Regions::shipped().clone()),
         }
+    }
+
+    /// Checks region codes against `regions` instead of the shipped reference.
+    pub fn with_regions(mut self, regions: Arc<Regions>) -> Self {
+        self.regions = regions;
+        self
     }
 
     /// Every validation rule; returns all that fail.
@@ -225,6 +235,7 @@ impl Qris {
                 currency: &e.currency,
                 event_time_ms: e.event_time,
             },
+            &self.regions,
             meta.now_ms,
             &mut bad,
         );
@@ -380,7 +391,8 @@ impl Family for Qris {
         Ok(Self::new(
             PiiHasher::new(v.pii_key.0.as_bytes())?,
             v.settings.dedup.midnight_skew_ms,
-        ))
+        )
+        .with_regions(v.regions.clone()))
     }
 
     fn process(

@@ -8,10 +8,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use umkm_core::batch::BatchPolicy;
+
+use umkm_core::reference::Regions;
 
 use crate::retry::RetryPolicy;
 
@@ -43,6 +46,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub shutdown: ShutdownSettings,
     pub progress: ProgressSettings,
+    pub reference: ReferenceSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +162,19 @@ pub struct LogSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownSettings {
     pub timeout_s: u64,
+}
+
+/// Reference data newer than the shipped one (docs/operations.md "Replaying after a
+/// reference-data fix").
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReferenceSettings {
+    /// Banten's kab/kota and kecamatan, in the format of
+    /// `schemas/reference/kemendagri_banten_2025.csv`; replaces the shipped list.
+    pub regions_file: Option<PathBuf>,
+    /// The name of that list (e.g. the decree), recorded in `ref_regions.version` and named in
+    /// `region_unknown` reasons. Required with `regions_file`.
+    pub regions_version: Option<String>,
 }
 
 /// The progress watch (`progress.rs`): the group's offsets from the broker, and when to call a
@@ -349,6 +366,9 @@ pub struct Validated {
     pub clickhouse_password: Secret,
     pub pii_key: Secret,
     pub admin_addr: SocketAddr,
+    /// The region reference codes are checked against: the shipped one, or
+    /// `reference.regions_file`.
+    pub regions: Arc<Regions>,
 }
 
 impl Validated {
@@ -386,6 +406,45 @@ fn read_secret(
     }
 }
 
+/// The shipped region reference, or `reference.regions_file` read and checked.
+fn regions(r: &ReferenceSettings, problems: &mut Vec<String>) -> Arc<Regions> {
+    let shipped = || Arc::new(Regions::shipped().clone());
+    let version = r
+        .regions_version
+        .as_deref()
+        .filter(|v| !v.trim().is_empty());
+    match (&r.regions_file, version) {
+        (None, None) => shipped(),
+        (None, Some(_)) => {
+            problems.push("reference.regions_version: set only with reference.regions_file".into());
+            shipped()
+        }
+        (Some(f), None) => {
+            problems.push(format!(
+                "reference.regions_file: {} needs reference.regions_version (the decree's name)",
+                f.display()
+            ));
+            shipped()
+        }
+        (Some(f), Some(v)) => match std::fs::read_to_string(f) {
+            Err(e) => {
+                problems.push(format!(
+                    "reference.regions_file: cannot read {}: {e}",
+                    f.display()
+                ));
+                shipped()
+            }
+            Ok(csv) => match Regions::with_banten(v, &csv) {
+                Ok(r) => Arc::new(r),
+                Err(e) => {
+                    problems.push(format!("reference.regions_file: {}: {e}", f.display()));
+                    shipped()
+                }
+            },
+        },
+    }
+}
+
 fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -398,6 +457,10 @@ pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
     s.registry.url = s.registry.url.filter(|u| !u.trim().is_empty());
     s.registry.dir = s.registry.dir.filter(|d| !d.as_os_str().is_empty());
     s.clickhouse.cluster = s.clickhouse.cluster.filter(|c| !c.trim().is_empty());
+    s.reference.regions_file = s
+        .reference
+        .regions_file
+        .filter(|f| !f.as_os_str().is_empty());
     let k = &s.kafka;
     if k.brokers.split(',').all(|b| b.trim().is_empty()) {
         p.push("kafka.brokers: empty".into());
@@ -547,12 +610,14 @@ pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
             umkm_core::pii::MIN_KEY_BYTES
         ));
     }
+    let regions = regions(&s.reference, &mut p);
     match admin_addr {
         Some(admin_addr) if p.is_empty() => Ok(Validated {
             settings: s,
             clickhouse_password,
             pii_key,
             admin_addr,
+            regions,
         }),
         _ => Err(p),
     }
@@ -568,6 +633,67 @@ mod tests {
             group_id: "qris-consumer",
             dlq_topic: "payments.dlq",
         }
+    }
+
+    fn with_reference(
+        file: Option<PathBuf>,
+        version: Option<&str>,
+    ) -> Result<Validated, Vec<String>> {
+        let mut s = load(&defaults(), None, &BTreeMap::new()).unwrap();
+        s.registry.url = Some("http://registry:8081".into());
+        s.pii.hash_key = Secret("0123456789abcdef0123".into());
+        s.reference = ReferenceSettings {
+            regions_file: file,
+            regions_version: version.map(Into::into),
+        };
+        validate(s)
+    }
+
+    #[test]
+    fn a_regions_file_replaces_the_shipped_reference_or_is_refused() {
+        let v = with_reference(None, None).unwrap();
+        assert_eq!(v.regions.version(), umkm_core::reference::REGIONS_VERSION);
+        assert_eq!(
+            v.regions.check("36.03.34").unwrap_err().rule,
+            "region_unknown"
+        );
+
+        let dir = std::env::temp_dir().join(format!("umkm-ref-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("banten.csv");
+        std::fs::write(
+            &good,
+            format!(
+                "{}36.03.34,Kecamatan Baru,kecamatan\n",
+                umkm_core::reference::BANTEN_CSV
+            ),
+        )
+        .unwrap();
+        let v = with_reference(Some(good.clone()), Some("decree-2026")).unwrap();
+        assert_eq!(v.regions.version(), "decree-2026");
+        assert!(v.regions.check("36.03.34").is_ok());
+
+        let no_version = with_reference(Some(good.clone()), None).unwrap_err();
+        assert!(
+            no_version[0].contains("needs reference.regions_version"),
+            "{no_version:?}"
+        );
+        let only_version = with_reference(None, Some("x")).unwrap_err();
+        assert!(only_version[0].contains("only with reference.regions_file"));
+        let missing = with_reference(Some(dir.join("nope.csv")), Some("x")).unwrap_err();
+        assert!(missing[0].contains("cannot read"), "{missing:?}");
+        let bad = dir.join("bad.csv");
+        std::fs::write(
+            &bad,
+            "kode,nama,level\n36.01,A,kab_kota\n36.01,B,kab_kota\n",
+        )
+        .unwrap();
+        let twice = with_reference(Some(bad), Some("x")).unwrap_err();
+        assert!(
+            twice[0].contains("line 3: 36.01 is listed twice"),
+            "{twice:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

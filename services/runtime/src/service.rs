@@ -208,9 +208,19 @@ async fn refresh_metrics(v: &Validated) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Loads `reference.regions_file`, when configured, into `ref_regions`.
+async fn load_reference(ch: &ClickHouse, v: &Validated) -> anyhow::Result<()> {
+    if v.settings.reference.regions_file.is_some() {
+        ch.load_regions(&v.regions).await?;
+        tracing::info!(version = v.regions.version(), "region reference loaded");
+    }
+    Ok(())
+}
+
 async fn migrate_only(v: &Validated) -> anyhow::Result<ExitCode> {
     let ch = connect_clickhouse(v).await?;
     let (done, skipped) = ch.migrate().await?;
+    load_reference(&ch, v).await?;
     println!(
         "ClickHouse {} at {}: database {}",
         ch.server_version_text, v.settings.clickhouse.url, ch.database
@@ -250,6 +260,7 @@ pub async fn run_service<F: Family>(
         let (done, skipped) = ch.migrate().await?;
         tracing::info!(applied = ?done, skipped_for_server_version = ?skipped, "migrations checked");
     }
+    load_reference(&ch, &v).await?;
     let family = F::build(&v).map_err(|e| anyhow::anyhow!(e))?;
     let schemas =
         SchemaSource::from_settings(&v.settings.registry).map_err(|e| anyhow::anyhow!(e))?;

@@ -23,6 +23,19 @@ impl ClickHouse {
         Ok(out)
     }
 
+    /// Loads a region reference newer than the shipped one (`reference.regions_file`) into
+    /// `ref_regions` under its version; rows already there are kept.
+    pub async fn load_regions(
+        &self,
+        regions: &umkm_core::reference::Regions,
+    ) -> Result<(), ClickHouseError> {
+        self.execute(&umkm_core::reference::regions_insert_sql(
+            regions,
+            &self.database,
+        ))
+        .await
+    }
+
     /// When `refresh-metrics` last rebuilt the monthly snapshot (Unix seconds; 0 when it never
     /// ran or the table is empty).
     pub async fn snapshot_refreshed_at(&self) -> Result<i64, ClickHouseError> {
