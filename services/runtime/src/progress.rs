@@ -13,28 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::admin::Health;
 use crate::config::ProgressSettings;
-use crate::kafka::{Assignment, GroupOffsets};
+use crate::kafka::{Assignment, GroupOffsets, PartitionOffsets};
 use crate::metrics::Metrics;
-
-/// One partition's offsets as the broker reports them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionOffsets {
-    pub partition: i32,
-    pub low: i64,
-    pub high: i64,
-    /// None while the group has committed nothing on the partition.
-    pub committed: Option<i64>,
-}
-
-impl PartitionOffsets {
-    /// Messages the group has not committed yet: from the committed offset (or the low
-    /// watermark, before the first commit) to the end. Never negative: some brokers report an
-    /// end below what they delivered (README "Testing", tansu).
-    pub fn lag(&self) -> i64 {
-        let from = self.committed.unwrap_or(self.low).max(self.low);
-        (self.high - from).max(0)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -227,22 +207,6 @@ mod tests {
     }
 
     const STALL: Duration = Duration::from_secs(60);
-
-    #[test]
-    fn lag_counts_from_the_commit_or_the_start_and_is_never_negative() {
-        assert_eq!(at(0, Some(40), 100).lag(), 60);
-        assert_eq!(at(0, None, 100).lag(), 100);
-        let trimmed = PartitionOffsets {
-            low: 70,
-            ..at(0, Some(40), 100)
-        };
-        assert_eq!(trimmed.lag(), 30, "retention deleted what was never read");
-        assert_eq!(
-            at(0, Some(105), 100).lag(),
-            0,
-            "end reported below the commit"
-        );
-    }
 
     #[test]
     fn an_idle_member_reports_a_group_that_has_lag_and_no_progress() {

@@ -33,11 +33,16 @@ pub fn wait_before(n: u64, rate: Option<f64>, elapsed: Duration) -> Duration {
     }
 }
 
-/// One progress line: `replayed 1,200 of 5,000 (24%), 480/s`.
+/// One progress line with its bar: `[#####...............] replayed 1200 of 5000 (24%), 600/s`.
 pub fn progress_line(done: u64, total: u64, elapsed: Duration) -> String {
-    let pct = (done * 100).checked_div(total).unwrap_or(100);
+    let pct = (done * 100).checked_div(total).unwrap_or(100).min(100);
+    let filled = (pct / 5) as usize;
     let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
-    format!("replayed {done} of {total} ({pct}%), {rate:.0}/s")
+    format!(
+        "[{}{}] replayed {done} of {total} ({pct}%), {rate:.0}/s",
+        "#".repeat(filled),
+        ".".repeat(20 - filled)
+    )
 }
 
 #[cfg(test)]
@@ -70,8 +75,11 @@ mod tests {
         assert_eq!(wait_before(5_000, None, s(0)), s(0));
         assert_eq!(
             progress_line(1200, 5000, s(2)),
-            "replayed 1200 of 5000 (24%), 600/s"
+            "[####................] replayed 1200 of 5000 (24%), 600/s"
         );
-        assert_eq!(progress_line(0, 0, s(0)), "replayed 0 of 0 (100%), 0/s");
+        assert_eq!(
+            progress_line(0, 0, s(0)),
+            "[####################] replayed 0 of 0 (100%), 0/s"
+        );
     }
 }

@@ -9,7 +9,26 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Validated;
-use crate::progress::PartitionOffsets;
+
+/// One partition's offsets as the broker reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub partition: i32,
+    pub low: i64,
+    pub high: i64,
+    /// None while the group has committed nothing on the partition.
+    pub committed: Option<i64>,
+}
+
+impl PartitionOffsets {
+    /// Messages the group has not committed yet: from the committed offset (or the low
+    /// watermark, before the first commit) to the end. Never negative: some brokers report an
+    /// end below what they delivered (tansu, README "Metrics and health").
+    pub fn lag(&self) -> i64 {
+        let from = self.committed.unwrap_or(self.low).max(self.low);
+        (self.high - from).max(0)
+    }
+}
 
 pub struct GroupOffsets {
     consumer: BaseConsumer,
@@ -65,5 +84,35 @@ impl GroupOffsets {
         }
         out.sort_by_key(|p| p.partition);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(partition: i32, committed: Option<i64>, high: i64) -> PartitionOffsets {
+        PartitionOffsets {
+            partition,
+            low: 0,
+            high,
+            committed,
+        }
+    }
+
+    #[test]
+    fn lag_counts_from_the_commit_or_the_start_and_is_never_negative() {
+        assert_eq!(at(0, Some(40), 100).lag(), 60);
+        assert_eq!(at(0, None, 100).lag(), 100);
+        let trimmed = PartitionOffsets {
+            low: 70,
+            ..at(0, Some(40), 100)
+        };
+        assert_eq!(trimmed.lag(), 30, "retention deleted what was never read");
+        assert_eq!(
+            at(0, Some(105), 100).lag(),
+            0,
+            "end reported below the commit"
+        );
     }
 }

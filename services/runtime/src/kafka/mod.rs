@@ -13,7 +13,7 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::FutureProducer;
 
-pub use group_lag::GroupOffsets;
+pub use group_lag::{GroupOffsets, PartitionOffsets};
 pub use rebalance::{Assignment, ConsumerCtx, RebalanceEvent};
 
 use crate::config::Validated;
