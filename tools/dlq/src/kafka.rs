@@ -42,10 +42,18 @@ impl Connection {
         c.create().context("Kafka producer")
     }
 
-    /// Every record of `topic`, from the beginning of each partition to its end when the read
-    /// started. A record must follow within `quiet` of the last one for the read to go on past
-    /// the reported ends (some brokers report ends below what they deliver).
-    pub fn read_all(&self, topic: &str, quiet: Duration) -> Result<Vec<DeadLetter>> {
+    /// Reads `topic` from the beginning of each partition to its end when the read started,
+    /// and returns the records `keep` wants, in (partition, offset) order: the others are
+    /// dropped as they are read, so a large DLQ is summarised without being held. The read
+    /// goes on past the reported ends while records follow within `quiet` of each other (some
+    /// brokers report ends below what they deliver); a partition whose position has passed its
+    /// end (a transaction marker last) is done without a record there.
+    pub fn read_all(
+        &self,
+        topic: &str,
+        quiet: Duration,
+        mut keep: impl FnMut(&DeadLetter) -> bool,
+    ) -> Result<Vec<DeadLetter>> {
         let mut c = self.config();
         c.set("group.id", format!("umkm-dlq-{}", uuid::Uuid::new_v4()))
             .set("enable.auto.commit", "false")
@@ -98,6 +106,16 @@ impl Connection {
                 );
             }
             let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+                if let Ok(pos) = consumer.position() {
+                    for e in pos.elements() {
+                        if let (Offset::Offset(at), Some(end)) =
+                            (e.offset(), ends.get(&e.partition()))
+                            && at >= *end
+                        {
+                            reached.insert(e.partition(), true);
+                        }
+                    }
+                }
                 continue;
             };
             let m = m.with_context(|| format!("reading {topic}"))?;
@@ -115,16 +133,18 @@ impl Connection {
                     );
                 }
             }
-            out.push(DeadLetter {
+            let r = DeadLetter {
                 partition: m.partition(),
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                 headers,
-            });
+            };
+            if keep(&r) {
+                out.push(r);
+            }
         }
         out.sort_by_key(|r| (r.partition, r.offset));
-        out.dedup_by_key(|r| (r.partition, r.offset));
         Ok(out)
     }
 }

@@ -14,7 +14,7 @@ use umkm_dlq::kafka::Connection;
 use umkm_dlq::record::DeadLetter;
 use umkm_dlq::replay;
 use umkm_dlq::select::{self, Selection};
-use umkm_dlq::summary::{Summary, rfc3339};
+use umkm_dlq::summary::{Tally, rfc3339};
 use umkm_runtime::config::{RegistrySettings, Secret};
 use umkm_runtime::registry::SchemaSource;
 
@@ -285,7 +285,7 @@ fn list_line(r: &DeadLetter) -> String {
     )
 }
 
-async fn replay_records(o: &Opts, selected: &[&DeadLetter]) -> Result<bool> {
+async fn replay_records(o: &Opts, selected: &[DeadLetter]) -> Result<bool> {
     let id =
         o.id.clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -377,15 +377,39 @@ async fn replay_records(o: &Opts, selected: &[&DeadLetter]) -> Result<bool> {
     Ok(failed == 0)
 }
 
+/// Reads the DLQ topic and keeps what the command needs: the selected records, or for `show`
+/// the one record asked for.
+async fn read(o: &Opts) -> Result<Vec<DeadLetter>> {
+    let (conn, topic, selection) = (o.conn.clone(), o.topic.clone(), o.selection.clone());
+    let record = o.record.filter(|_| o.command == Command::Show);
+    tokio::task::spawn_blocking(move || {
+        conn.read_all(&topic, READ_QUIET, |r| match record {
+            Some(at) => (r.partition, r.offset) == at,
+            None => selection.matches(r),
+        })
+    })
+    .await?
+}
+
+/// How long the read goes on past the reported ends while records still arrive.
+const READ_QUIET: Duration = Duration::from_secs(1);
+
 async fn run(o: Opts) -> Result<bool> {
-    let conn = o.conn.clone();
-    let topic = o.topic.clone();
-    let all = tokio::task::spawn_blocking(move || conn.read_all(&topic, Duration::from_secs(1)))
-        .await??;
-    let selected: Vec<&DeadLetter> = all.iter().filter(|r| o.selection.matches(r)).collect();
     match o.command {
         Command::Summary => {
-            let s = Summary::of(selected.iter().copied());
+            // Counted as read: nothing is held, however large the topic.
+            let (conn, topic, selection) = (o.conn.clone(), o.topic.clone(), o.selection.clone());
+            let s = tokio::task::spawn_blocking(move || {
+                let mut tally = Tally::default();
+                conn.read_all(&topic, READ_QUIET, |r| {
+                    if selection.matches(r) {
+                        tally.add(r);
+                    }
+                    false
+                })
+                .map(|_| tally.summary())
+            })
+            .await??;
             if o.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
@@ -393,15 +417,15 @@ async fn run(o: Opts) -> Result<bool> {
             }
         }
         Command::List => {
-            for r in selected.iter().take(o.limit.unwrap_or(usize::MAX)) {
+            for r in read(&o).await?.iter().take(o.limit.unwrap_or(usize::MAX)) {
                 println!("{}", list_line(r));
             }
         }
         Command::Show => {
             let want = o.record.unwrap_or_default();
-            let r = all
-                .iter()
-                .find(|r| (r.partition, r.offset) == want)
+            let held = read(&o).await?;
+            let r = held
+                .first()
                 .with_context(|| format!("{}: no record at {}:{}", o.topic, want.0, want.1))?;
             let mut schemas = schemas(&o)?;
             println!(
@@ -410,6 +434,7 @@ async fn run(o: Opts) -> Result<bool> {
             );
         }
         Command::Export => {
+            let selected = read(&o).await?;
             let mut schemas = schemas(&o)?;
             let mut out: Box<dyn Write> = match &o.out {
                 Some(p) => Box::new(std::io::BufWriter::new(
@@ -425,7 +450,10 @@ async fn run(o: Opts) -> Result<bool> {
                 eprintln!("exported {} records to {}", selected.len(), p.display());
             }
         }
-        Command::Replay => return replay_records(&o, &selected).await,
+        Command::Replay => {
+            let selected = read(&o).await?;
+            return replay_records(&o, &selected).await;
+        }
     }
     Ok(true)
 }

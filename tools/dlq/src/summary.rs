@@ -29,33 +29,53 @@ pub struct Summary {
     pub by_rule: BTreeMap<String, usize>,
 }
 
+/// The counts as records are read, one at a time ([`Tally::summary`] gives the result).
+#[derive(Debug, Default)]
+pub struct Tally {
+    groups: BTreeMap<Group, usize>,
+    summary: Summary,
+}
+
+impl Tally {
+    pub fn add(&mut self, r: &DeadLetter) {
+        let s = &mut self.summary;
+        s.records += 1;
+        let t = r.dead_lettered_ms();
+        if let Some(t) = t {
+            s.first_ms = Some(s.first_ms.map_or(t, |f| f.min(t)));
+            s.last_ms = Some(s.last_ms.map_or(t, |l| l.max(t)));
+        }
+        let day = t
+            .map(|t| umkm_core::time::date_of_days(wib_day(t)))
+            .unwrap_or_default();
+        *self
+            .groups
+            .entry(Group {
+                service: r.service().to_string(),
+                source_topic: r.source_topic().to_string(),
+                rule: r.first_rule().to_string(),
+                stage: r.header("dlq.stage").to_string(),
+                day,
+            })
+            .or_default() += 1;
+        *s.by_rule.entry(r.first_rule().to_string()).or_default() += 1;
+    }
+
+    pub fn summary(self) -> Summary {
+        Summary {
+            groups: self.groups.into_iter().collect(),
+            ..self.summary
+        }
+    }
+}
+
 impl Summary {
     pub fn of<'a>(records: impl IntoIterator<Item = &'a DeadLetter>) -> Summary {
-        let mut groups: BTreeMap<Group, usize> = BTreeMap::new();
-        let mut s = Summary::default();
+        let mut t = Tally::default();
         for r in records {
-            s.records += 1;
-            let t = r.dead_lettered_ms();
-            if let Some(t) = t {
-                s.first_ms = Some(s.first_ms.map_or(t, |f| f.min(t)));
-                s.last_ms = Some(s.last_ms.map_or(t, |l| l.max(t)));
-            }
-            let day = t
-                .map(|t| umkm_core::time::date_of_days(wib_day(t)))
-                .unwrap_or_default();
-            *groups
-                .entry(Group {
-                    service: r.service().to_string(),
-                    source_topic: r.source_topic().to_string(),
-                    rule: r.first_rule().to_string(),
-                    stage: r.header("dlq.stage").to_string(),
-                    day,
-                })
-                .or_default() += 1;
-            *s.by_rule.entry(r.first_rule().to_string()).or_default() += 1;
+            t.add(r);
         }
-        s.groups = groups.into_iter().collect();
-        s
+        t.summary()
     }
 
     /// The table `umkm-dlq summary` prints.
