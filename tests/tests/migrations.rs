@@ -248,6 +248,73 @@ fn invalid_configuration_lists_every_problem() -> Result<()> {
     Ok(())
 }
 
+/// A Kafka setting librdkafka refuses (here TLS, which this build lacks) and an https URL this
+/// build cannot speak are configuration errors at once (exit 2): at `check-config`, and at
+/// start-up before the service waits for ClickHouse.
+#[test]
+fn unsupported_settings_fail_before_clickhouse() -> Result<()> {
+    let dir = std::env::temp_dir().join(unique("tls_config"));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("umkm.toml");
+    std::fs::write(
+        &file,
+        "[kafka.extra]\n\"security.protocol\" = \"SASL_SSL\"\n",
+    )?;
+    let base = |cmd: &str| {
+        let mut c = Command::new(consumer_bin());
+        c.args(["--config", &file.display().to_string(), cmd])
+            .env_clear()
+            .env("UMKM_PII_HASH_KEY", "0123456789abcdef0123")
+            .env("UMKM__REGISTRY__DIR", repo_root().join("schemas/avro"))
+            .env("UMKM__LOG__FORMAT", "text")
+            .env("UMKM__ADMIN__LISTEN", "127.0.0.1:0")
+            // Nothing listens here: a service that waited for ClickHouse would retry for 15 min.
+            .env("UMKM_CLICKHOUSE_URL", "http://127.0.0.1:9");
+        c
+    };
+    for cmd in ["check-config", "run"] {
+        let started = std::time::Instant::now();
+        let out = base(cmd).output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ensure!(
+            out.status.code() == Some(2),
+            "{cmd}: exit {:?}: {text}",
+            out.status.code()
+        );
+        ensure!(text.contains("security.protocol"), "{cmd}: {text}");
+        ensure!(
+            !text.contains("ClickHouse not reachable yet"),
+            "{cmd} waited for ClickHouse: {text}"
+        );
+        ensure!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{cmd} took {:?}",
+            started.elapsed()
+        );
+    }
+    std::fs::write(&file, "")?;
+    let out = base("check-config")
+        .env("UMKM_CLICKHOUSE_URL", "https://clickhouse.example:8443")
+        .env_remove("UMKM__REGISTRY__DIR")
+        .env("UMKM__REGISTRY__URL", "https://registry.example")
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(2),
+        "https: exit {:?}: {err}",
+        out.status.code()
+    );
+    for needle in ["clickhouse.url", "registry.url", "no TLS"] {
+        ensure!(err.contains(needle), "{needle} missing from:\n{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 #[test]
 fn check_config_redacts_secrets() -> Result<()> {
     let out = Command::new(consumer_bin())

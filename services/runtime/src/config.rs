@@ -505,8 +505,11 @@ pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
                 .into(),
         ),
         (Some(_), Some(_)) => p.push("registry: set registry.url or registry.dir, not both".into()),
-        (Some(u), None) if !(u.starts_with("http://") || u.starts_with("https://")) => {
-            p.push(format!("registry.url: {u:?} is not an http(s) URL"))
+        (Some(u), None) if u.starts_with("https://") => p.push(format!(
+            "registry.url: {u:?}: this build's registry client has no TLS; use an http:// URL (a TLS proxy on the same host, for one)"
+        )),
+        (Some(u), None) if !u.starts_with("http://") => {
+            p.push(format!("registry.url: {u:?} is not an http URL"))
         }
         (None, Some(d)) if !d.join("registry.json").is_file() => p.push(format!(
             "registry.dir: {} has no registry.json",
@@ -515,8 +518,15 @@ pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
         _ => {}
     }
     let c = &s.clickhouse;
-    if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
-        p.push(format!("clickhouse.url: {:?} is not an http(s) URL", c.url));
+    if c.url.starts_with("https://") {
+        // Without this check an https URL would be retried as "not reachable yet" for
+        // retry.connect's whole budget.
+        p.push(format!(
+            "clickhouse.url: {:?}: this build's ClickHouse client has no TLS; use an http:// URL (a TLS proxy on the same host, for one)",
+            c.url
+        ));
+    } else if !c.url.starts_with("http://") {
+        p.push(format!("clickhouse.url: {:?} is not an http URL", c.url));
     }
     if !is_identifier(&c.database) {
         p.push(format!(

@@ -69,10 +69,6 @@ pub fn main_for<F: Family>() -> ExitCode {
         }
     };
     init_tracing(&v);
-    if cli.command == Command::CheckConfig {
-        println!("{:#?}", v.settings);
-        return ExitCode::SUCCESS;
-    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)
@@ -88,7 +84,8 @@ pub fn main_for<F: Family>() -> ExitCode {
         let r = match cli.command {
             Command::Migrate => migrate_only(&v).await,
             Command::RefreshMetrics => refresh_metrics(&v).await,
-            Command::Run | Command::CheckConfig => run_service::<F>(v, shutdown_signal()).await,
+            Command::CheckConfig => Ok(check_config::<F>(&v)),
+            Command::Run => run_service::<F>(v, shutdown_signal()).await,
         };
         match r {
             Ok(code) => code,
@@ -111,6 +108,22 @@ fn init_tracing(v: &Validated) {
     } else {
         b.try_init()
     };
+}
+
+/// `check-config`: the settings validated (already), then librdkafka's check of its
+/// properties (`kafka.extra` included) without connecting; prints the settings, secrets
+/// redacted.
+fn check_config<F: Family>(v: &Validated) -> ExitCode {
+    if let Err(e) = kafka::check(v, F::SERVICE) {
+        eprintln!(
+            "{}: invalid configuration:\n  - kafka: {}",
+            F::SERVICE,
+            kafka::describe(&e)
+        );
+        return ExitCode::from(2);
+    }
+    println!("{:#?}", v.settings);
+    ExitCode::SUCCESS
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -239,6 +252,31 @@ async fn migrate_only(v: &Validated) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The service's three Kafka clients: the consumer, the DLQ producer and the reader of the
+/// group's offsets, with the assignment the consumer's rebalance callbacks keep.
+struct KafkaClients {
+    consumer: kafka::Consumer,
+    producer: FutureProducer,
+    group_offsets: kafka::GroupOffsets,
+    assignment: Arc<kafka::Assignment>,
+}
+
+impl KafkaClients {
+    fn new(
+        v: &Validated,
+        service: &'static str,
+        metrics: Arc<Metrics>,
+    ) -> rdkafka::error::KafkaResult<KafkaClients> {
+        let assignment = Arc::new(kafka::Assignment::default());
+        Ok(KafkaClients {
+            consumer: kafka::consumer(v, service, metrics, assignment.clone())?,
+            producer: kafka::producer(v, service)?,
+            group_offsets: kafka::GroupOffsets::new(v, service)?,
+            assignment,
+        })
+    }
+}
+
 /// Runs one consumer service until `shutdown` resolves.
 pub async fn run_service<F: Family>(
     v: Validated,
@@ -249,6 +287,15 @@ pub async fn run_service<F: Family>(
     let admin = admin::serve(v.admin_addr, metrics.clone(), health.clone()).await?;
     tracing::info!(admin = %admin, topic = %v.settings.kafka.topic, group = %v.settings.kafka.group_id, "{} starting", F::SERVICE);
 
+    // The Kafka clients first: a setting librdkafka refuses stops the service before it waits
+    // for ClickHouse or touches its schema.
+    let kafka = match KafkaClients::new(&v, F::SERVICE, metrics.clone()) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = kafka::describe(&e), "invalid configuration: kafka");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let ch = connect_clickhouse(&v).await?;
     health.clickhouse_ok.store(true, Ordering::Relaxed);
     tracing::info!(
@@ -264,11 +311,14 @@ pub async fn run_service<F: Family>(
     let family = F::build(&v).map_err(|e| anyhow::anyhow!(e))?;
     let schemas =
         SchemaSource::from_settings(&v.settings.registry).map_err(|e| anyhow::anyhow!(e))?;
-    let assignment = Arc::new(kafka::Assignment::default());
-    let consumer = kafka::consumer(&v, F::SERVICE, metrics.clone(), assignment.clone())?;
-    let producer = kafka::producer(&v, F::SERVICE)?;
+    let KafkaClients {
+        consumer,
+        producer,
+        group_offsets,
+        assignment,
+    } = kafka;
     let watch = tokio::spawn(progress::watch(
-        kafka::GroupOffsets::new(&v, F::SERVICE)?,
+        group_offsets,
         assignment,
         v.settings.kafka.topic.clone(),
         v.settings.progress.clone(),

@@ -46,6 +46,17 @@ impl Received {
     }
 }
 
+/// A client error for people: a refused setting names its key and librdkafka's reason, without
+/// repeating the value (`kafka.extra` may hold secrets).
+pub fn describe(e: &rdkafka::error::KafkaError) -> String {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(_, reason, key, _) => {
+            format!("{key}: {reason}")
+        }
+        other => other.to_string(),
+    }
+}
+
 fn base(v: &Validated) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &v.settings.kafka.brokers);
@@ -66,6 +77,22 @@ pub fn consumer(
     metrics: Arc<Metrics>,
     assignment: Arc<Assignment>,
 ) -> KafkaResult<Consumer> {
+    consumer_config(v, service).create_with_context(ConsumerCtx::new(metrics, assignment))
+}
+
+pub fn producer(v: &Validated, service: &str) -> KafkaResult<FutureProducer> {
+    producer_config(v, service).create()
+}
+
+/// Has librdkafka check every property of the consumer and the producer (`kafka.extra`
+/// included) without making a client, so nothing connects (`check-config`).
+pub fn check(v: &Validated, service: &str) -> KafkaResult<()> {
+    consumer_config(v, service).create_native_config()?;
+    producer_config(v, service).create_native_config()?;
+    Ok(())
+}
+
+fn consumer_config(v: &Validated, service: &str) -> ClientConfig {
     let k = &v.settings.kafka;
     let mut c = base(v);
     c.set("group.id", &k.group_id)
@@ -81,14 +108,14 @@ pub fn consumer(
         // The pipeline keeps consuming while a batch is inserted, so a deep prefetch buys
         // nothing but memory (docs/benchmarks.md). `kafka.extra` may raise it.
         .set("queued.max.messages.kbytes", "16384");
-    with_extra(c, v).create_with_context(ConsumerCtx::new(metrics, assignment))
+    with_extra(c, v)
 }
 
-pub fn producer(v: &Validated, service: &str) -> KafkaResult<FutureProducer> {
+fn producer_config(v: &Validated, service: &str) -> ClientConfig {
     let mut c = base(v);
     c.set("client.id", format!("{service}-dlq"))
         .set("acks", "all")
         .set("message.timeout.ms", "30000")
         .set("linger.ms", "5");
-    with_extra(c, v).create()
+    with_extra(c, v)
 }
