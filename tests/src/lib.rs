@@ -28,6 +28,8 @@ pub const PII_KEY: &str = "e2e-test-pii-key-0123456789";
 pub struct Env {
     pub brokers: String,
     pub clickhouse: String,
+    /// `clickhouse.cluster` for the services: `clickhouse` is then a node of that cluster.
+    pub cluster: Option<String>,
 }
 
 impl Env {
@@ -37,7 +39,79 @@ impl Env {
                 .unwrap_or_else(|_| "127.0.0.1:19092".into()),
             clickhouse: std::env::var("UMKM_CLICKHOUSE_URL")
                 .unwrap_or_else(|_| "http://127.0.0.1:18123".into()),
+            cluster: None,
         }
+    }
+}
+
+/// The ClickHouse cluster `scripts/stack up --cluster` starts (`scripts/cluster`: 2 shards x 2
+/// replicas, nodes 1-2 shard 1, nodes 3-4 shard 2), or the one `UMKM_CLUSTER_URLS` and
+/// `UMKM_CLUSTER_NAME` name.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub name: String,
+    /// Every node's HTTP URL; the services write through the first.
+    pub urls: Vec<String>,
+    /// Whether `scripts/cluster` runs it here (so a test may kill and restart its parts).
+    pub local: bool,
+}
+
+impl Cluster {
+    /// The cluster from the environment `scripts/stack env` prints; an error (never a skip)
+    /// without one.
+    pub fn from_env() -> Result<Cluster> {
+        let urls: Vec<String> = std::env::var("UMKM_CLUSTER_URLS")
+            .context(
+                "UMKM_CLUSTER_URLS is not set: start the cluster with scripts/stack up --cluster",
+            )?
+            .split(',')
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+            .collect();
+        ensure!(!urls.is_empty(), "UMKM_CLUSTER_URLS lists no node");
+        Ok(Cluster {
+            name: std::env::var("UMKM_CLUSTER_NAME").unwrap_or_else(|_| "umkm".into()),
+            urls,
+            local: std::env::var("UMKM_CLUSTER_LOCAL").is_ok_and(|v| v == "1"),
+        })
+    }
+
+    /// The services' and tests' endpoints with ClickHouse on this cluster's first node.
+    pub fn env(&self, base: &Env) -> Env {
+        Env {
+            brokers: base.brokers.clone(),
+            clickhouse: self.urls[0].clone(),
+            cluster: Some(self.name.clone()),
+        }
+    }
+
+    /// `sql` on node `i` (0-based) alone.
+    pub async fn on_node(&self, i: usize, sql: &str) -> Result<String> {
+        let node = Env {
+            brokers: String::new(),
+            clickhouse: self.urls[i].clone(),
+            cluster: None,
+        };
+        ch(&node, sql)
+            .await
+            .with_context(|| format!("node {}", i + 1))
+    }
+
+    /// `scripts/cluster <args>` (kill N, start N, zk-stop, zk-start): only on the local cluster.
+    pub fn script(&self, args: &[&str]) -> Result<()> {
+        ensure!(
+            self.local,
+            "the cluster is external: a fault test needs the local one"
+        );
+        let out = Command::new(repo_root().join("scripts/cluster"))
+            .args(args)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "scripts/cluster {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
     }
 }
 
@@ -346,6 +420,7 @@ pub fn run_subcommand(env: &Env, service: &str, command: &str, database: &str) -
         .env("UMKM__CLICKHOUSE__DATABASE", database)
         .env("UMKM__REGISTRY__DIR", repo_root().join("schemas/avro"))
         .env("UMKM__LOG__FORMAT", "text")
+        .envs(env.cluster.iter().map(|c| ("UMKM__CLICKHOUSE__CLUSTER", c)))
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     ensure!(
@@ -524,7 +599,8 @@ impl ConsumerProc {
             .env("UMKM__RETRY__DLQ__MAX_BACKOFF_MS", "2000")
             .env("UMKM__SHUTDOWN__TIMEOUT_S", "20")
             .env("UMKM__PROGRESS__INTERVAL_MS", "1000")
-            .env("UMKM__LOG__FORMAT", "text");
+            .env("UMKM__LOG__FORMAT", "text")
+            .envs(env.cluster.iter().map(|c| ("UMKM__CLICKHOUSE__CLUSTER", c)));
         for (k, v) in &s.extra_env {
             cmd.env(k, v);
         }

@@ -25,6 +25,7 @@ fn dlq_refusing_writes_blocks_commit_and_insert_until_acknowledged() -> Result<(
     let env = Env {
         brokers: mock.bootstrap_servers(),
         clickhouse: Env::from_env().clickhouse,
+        cluster: None,
     };
     let plan = generate(&Spec {
         payments: 300,

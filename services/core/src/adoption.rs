@@ -20,6 +20,26 @@ pub struct Snapshot {
     period: &'static str,
     /// The rollup whose latest `event_date` anchors a window, if the snapshot has one.
     window_anchor: Option<&'static str>,
+    /// Its PARTITION BY and ORDER BY, as its migration creates it.
+    storage: &'static str,
+}
+
+/// Where a snapshot is rebuilt: on the one server, or on every node of a cluster at once (a
+/// copy replicated to every node under a Keeper path of its own, `build`, swapped in on every
+/// node by `RENAME … ON CLUSTER`).
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    Server,
+    Cluster { name: &'a str, build: &'a str },
+}
+
+impl Scope<'_> {
+    fn on_cluster(&self) -> String {
+        match self {
+            Scope::Server => String::new(),
+            Scope::Cluster { name, .. } => format!(" ON CLUSTER {name}"),
+        }
+    }
 }
 
 pub const MONTHLY: Snapshot = Snapshot {
@@ -27,6 +47,7 @@ pub const MONTHLY: Snapshot = Snapshot {
     source: "v_merchant_activity_monthly",
     period: "month",
     window_anchor: None,
+    storage: "PARTITION BY toYYYYMM(month)\nORDER BY (month, kab_kota_code, sector, channel, merchant_key)",
 };
 
 pub const DAILY: Snapshot = Snapshot {
@@ -34,6 +55,7 @@ pub const DAILY: Snapshot = Snapshot {
     source: "v_merchant_activity_daily",
     period: "event_date",
     window_anchor: Some("payments_merchant_daily"),
+    storage: "PARTITION BY toYYYYMM(event_date)\nORDER BY (event_date, kab_kota_code, sector, channel, merchant_key)",
 };
 
 /// Every snapshot, in rebuild order.
@@ -45,12 +67,18 @@ const GROUP: &str = "merchant_key, merchant_registered, province_code, kab_kota_
 
 impl Snapshot {
     /// Before the rebuild: drop leftovers, create an empty `_next` copy.
-    pub fn prepare(&self, db: &str) -> Vec<String> {
+    pub fn prepare(&self, db: &str, scope: Scope) -> Vec<String> {
         let t = self.table;
-        vec![
-            format!("DROP TABLE IF EXISTS {db}.{t}_next"),
-            format!("CREATE TABLE {db}.{t}_next AS {db}.{t}"),
-        ]
+        let on = scope.on_cluster();
+        let create = match scope {
+            Scope::Server => format!("CREATE TABLE {db}.{t}_next AS {db}.{t}"),
+            Scope::Cluster { name, build } => format!(
+                "CREATE TABLE {db}.{t}_next ON CLUSTER {name} AS {db}.{t} ENGINE = \
+                 ReplicatedMergeTree('/clickhouse/tables/all/{db}/{t}_{build}', '{{replica}}') {}",
+                self.storage
+            ),
+        };
+        vec![format!("DROP TABLE IF EXISTS {db}.{t}_next{on}"), create]
     }
 
     /// The rebuild itself. No aliases on the sums: ClickHouse 18.16 rejects `sum(x) AS x`.
@@ -76,19 +104,23 @@ impl Snapshot {
     }
 
     /// The swap: the old copy out, the new one in, the old one dropped.
-    pub fn swap(&self, db: &str) -> Vec<String> {
+    pub fn swap(&self, db: &str, scope: Scope) -> Vec<String> {
         let t = self.table;
+        let on = scope.on_cluster();
         vec![
-            format!("DROP TABLE IF EXISTS {db}.{t}_prev"),
-            format!("RENAME TABLE {db}.{t} TO {db}.{t}_prev, {db}.{t}_next TO {db}.{t}"),
-            format!("DROP TABLE IF EXISTS {db}.{t}_prev"),
+            format!("DROP TABLE IF EXISTS {db}.{t}_prev{on}"),
+            format!("RENAME TABLE {db}.{t} TO {db}.{t}_prev, {db}.{t}_next TO {db}.{t}{on}"),
+            format!("DROP TABLE IF EXISTS {db}.{t}_prev{on}"),
         ]
     }
 
     /// Repair after a crash between the two renames: the table is missing but `_prev` exists.
-    pub fn repair(&self, db: &str) -> String {
+    pub fn repair(&self, db: &str, scope: Scope) -> String {
         let t = self.table;
-        format!("RENAME TABLE {db}.{t}_prev TO {db}.{t}")
+        format!(
+            "RENAME TABLE {db}.{t}_prev TO {db}.{t}{}",
+            scope.on_cluster()
+        )
     }
 }
 
@@ -97,9 +129,9 @@ impl Snapshot {
 pub fn rebuild_statements(db: &str) -> Vec<String> {
     let mut v = Vec::new();
     for s in ALL {
-        v.extend(s.prepare(db));
+        v.extend(s.prepare(db, Scope::Server));
         v.push(s.build(db));
-        v.extend(s.swap(db));
+        v.extend(s.swap(db, Scope::Server));
     }
     v
 }
@@ -118,10 +150,44 @@ mod tests {
         assert!(!MONTHLY.build("umkm").contains(" AS success_count"));
         assert!(!MONTHLY.build("umkm").contains("WHERE"));
         assert!(
-            MONTHLY.swap("d")[1]
+            MONTHLY.swap("d", Scope::Server)[1]
                 .contains("d.adoption_merchant_monthly_next TO d.adoption_merchant_monthly")
         );
-        assert_eq!(MONTHLY.prepare("d").len(), 2);
+        assert_eq!(MONTHLY.prepare("d", Scope::Server).len(), 2);
+    }
+
+    #[test]
+    fn on_a_cluster_each_build_is_replicated_under_its_own_path_and_swapped_everywhere() {
+        let scope = Scope::Cluster {
+            name: "c",
+            build: "b1",
+        };
+        let p = DAILY.prepare("d", scope);
+        assert_eq!(
+            p[0],
+            "DROP TABLE IF EXISTS d.adoption_merchant_daily_next ON CLUSTER c"
+        );
+        assert!(p[1].starts_with(
+            "CREATE TABLE d.adoption_merchant_daily_next ON CLUSTER c AS d.adoption_merchant_daily \
+             ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/d/adoption_merchant_daily_b1', '{replica}') PARTITION BY"
+        ));
+        assert!(DAILY.swap("d", scope)[1].ends_with(" ON CLUSTER c"));
+        assert!(DAILY.repair("d", scope).ends_with(" ON CLUSTER c"));
+    }
+
+    #[test]
+    fn the_storage_is_the_migrations() {
+        let sql = [
+            include_str!("../../../schemas/clickhouse/0013_adoption_snapshot.sql"),
+            include_str!("../../../schemas/clickhouse/0014_adoption_daily_snapshot.sql"),
+        ];
+        for (snap, sql) in ALL.iter().zip(sql) {
+            assert!(
+                sql.contains(&format!("ENGINE = MergeTree\n{}", snap.storage)),
+                "{}",
+                snap.table
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod amount;
 pub mod avro;
 pub mod batch;
 pub mod clickhouse_error;
+pub mod cluster;
 pub mod dedup;
 pub mod fields;
 pub mod migrations;

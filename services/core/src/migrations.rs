@@ -5,9 +5,11 @@
 //! Placeholders in the SQL:
 //! - `${database}`: the target database;
 //! - `${on_cluster}`: empty, or `ON CLUSTER <name>` when `clickhouse.cluster` is set;
-//! - `${replicated}`: empty, or `Replicated` when `clickhouse.replicated` is set, turning
-//!   `${replicated}ReplacingMergeTree(v)` into `ReplicatedReplacingMergeTree(v)` (the server's
-//!   `default_replica_path`/`default_replica_name` give the Keeper path).
+//! - `${replicated}`: empty, or `Replicated` on a cluster, turning
+//!   `${replicated}ReplacingMergeTree(v)` into `ReplicatedReplacingMergeTree(v)`.
+//!
+//! On a cluster each statement is then rewritten by [`crate::cluster::rewrite`] (local and
+//! Distributed tables, Keeper paths).
 //!
 //! A file may start with `-- umkm:min_server_version X.Y`: it then applies only on servers of
 //! that version or newer (features the 18.16 test server lacks) and is retried at every start
@@ -86,8 +88,10 @@ pub const BOOTSTRAP: &[&str] = &[
 #[derive(Debug, Clone, Default)]
 pub struct RenderContext {
     pub database: String,
+    /// The cluster's name (`clickhouse.cluster`): sharded, replicated tables.
     pub cluster: Option<String>,
-    pub replicated: bool,
+    /// Whether the server replicates column comments (not 18.16; [`crate::cluster`]).
+    pub column_comments: bool,
 }
 
 /// Server version as (major, minor), parsed from `SELECT version()` (e.g. `18.16.1`).
@@ -119,7 +123,11 @@ pub fn render(sql: &str, ctx: &RenderContext) -> Vec<String> {
         .replace("${on_cluster}", &on_cluster)
         .replace(
             "${replicated}",
-            if ctx.replicated { "Replicated" } else { "" },
+            if ctx.cluster.is_some() {
+                "Replicated"
+            } else {
+                ""
+            },
         );
     let mut out = Vec::new();
     let mut cur = String::new();
@@ -142,7 +150,13 @@ pub fn render(sql: &str, ctx: &RenderContext) -> Vec<String> {
     if !tail.is_empty() {
         out.push(tail.to_string());
     }
-    out
+    match &ctx.cluster {
+        Some(c) => out
+            .iter()
+            .flat_map(|s| crate::cluster::rewrite(s, &ctx.database, c, ctx.column_comments))
+            .collect(),
+        None => out,
+    }
 }
 
 /// SHA-256 (hex, first 16 bytes) of the file as shipped: a changed migration is reported.
@@ -170,7 +184,7 @@ mod tests {
 
     #[test]
     fn renders_placeholders_and_splits() {
-        let sql = "-- header\nCREATE TABLE ${database}.t ${on_cluster} (a UInt8)\nENGINE = ${replicated}MergeTree ORDER BY a;\n\nSELECT 1;\n";
+        let sql = "-- header\nCREATE TABLE IF NOT EXISTS ${database}.t ${on_cluster} (a UInt8)\nENGINE = ${replicated}MergeTree ORDER BY a;\n\nSELECT 1;\n";
         let plain = render(
             sql,
             &RenderContext {
@@ -181,7 +195,7 @@ mod tests {
         assert_eq!(
             plain,
             vec![
-                "CREATE TABLE db.t  (a UInt8)\nENGINE = MergeTree ORDER BY a",
+                "CREATE TABLE IF NOT EXISTS db.t  (a UInt8)\nENGINE = MergeTree ORDER BY a",
                 "SELECT 1"
             ]
         );
@@ -190,11 +204,11 @@ mod tests {
             &RenderContext {
                 database: "db".into(),
                 cluster: Some("c1".into()),
-                replicated: true,
+                column_comments: true,
             },
         );
         assert!(cluster[0].contains("ON CLUSTER c1"));
-        assert!(cluster[0].contains("ReplicatedMergeTree"));
+        assert!(cluster[0].contains("ReplicatedMergeTree('/clickhouse/tables/all/db/t'"));
     }
 
     #[test]

@@ -91,10 +91,16 @@ pub struct ClickHouseSettings {
     pub compression: String,
     /// Apply migrations at start-up (they are idempotent).
     pub migrate_on_start: bool,
-    /// Cluster name for `ON CLUSTER` DDL, when running a ClickHouse cluster.
+    /// The ClickHouse cluster (a `remote_servers` name) the tables are sharded and replicated
+    /// over (README "Scaling out"); unset on a single server.
     pub cluster: Option<String>,
-    /// Create Replicated*MergeTree tables (needs Keeper and default_replica_path on the server).
-    pub replicated: bool,
+    /// How long an `ON CLUSTER` statement may wait for every node (the server's
+    /// `distributed_ddl_task_timeout`); an unreachable node then fails the migration clearly.
+    pub ddl_timeout_ms: u64,
+    /// On a cluster, the dedup lookup skips a replica more than this many seconds behind
+    /// (`max_replica_delay_for_distributed_queries`) and fails, to be retried, when every
+    /// replica of a shard is: never a stale answer.
+    pub max_replica_delay_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -240,7 +246,8 @@ impl Default for ClickHouseSettings {
             compression: "lz4".into(),
             migrate_on_start: true,
             cluster: None,
-            replicated: false,
+            ddl_timeout_ms: 60_000,
+            max_replica_delay_s: 2,
         }
     }
 }
@@ -549,6 +556,12 @@ pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
     }
     if c.insert_timeout_ms == 0 || c.query_timeout_ms == 0 {
         p.push("clickhouse.insert_timeout_ms / query_timeout_ms: must be > 0".into());
+    }
+    if c.ddl_timeout_ms < 1_000 {
+        p.push("clickhouse.ddl_timeout_ms: must be at least 1000".into());
+    }
+    if c.max_replica_delay_s == 0 {
+        p.push("clickhouse.max_replica_delay_s: must be > 0 (0 would turn the check off)".into());
     }
     // An insert (plus its lookup) must finish well inside max.poll.interval.ms, or the group
     // would evict this consumer while it waits (clickhouse-kafka-connect PR #756).

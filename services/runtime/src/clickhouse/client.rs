@@ -82,7 +82,11 @@ pub struct ClickHouse {
     pub server_version_text: String,
     pub(super) query_timeout: Duration,
     pub(super) insert_timeout: Duration,
+    /// How long DDL may take (on a cluster, every node's part of it).
+    pub(super) ddl_timeout: Duration,
     pub(super) render: RenderContext,
+    /// Settings every query carries on a cluster ([`cluster_settings`]).
+    pub(super) cluster_settings: Vec<(&'static str, String)>,
     /// Plain HTTP for what clickhouse-rs cannot send (the dedup lookup's external data).
     pub(super) http: reqwest::Client,
     pub(super) url: String,
@@ -114,6 +118,43 @@ fn http_client(connect_timeout: Duration) -> Client {
     )
 }
 
+/// The settings every query sends on a cluster (README "Scaling out"):
+/// - an INSERT through a Distributed table returns once every shard has its rows
+///   (`insert_distributed_sync`), within the insert timeout;
+/// - reads and writes go to the first healthy replica of each shard in `remote_servers` order
+///   (`load_balancing = in_order`), so the lookup normally reads the replica that took the
+///   inserts; a replica more than `max_replica_delay_s` behind is skipped, and when every
+///   replica of a shard is, the query fails (to be retried) instead of answering stale;
+/// - a view's `IN`/`JOIN` over Distributed tables is computed once and shipped to the shards
+///   (`distributed_product_mode = global`), which is right whatever the sharding;
+/// - `ON CLUSTER` DDL waits for every node at most `ddl_timeout_ms`.
+pub fn cluster_settings(c: &crate::config::ClickHouseSettings) -> Vec<(&'static str, String)> {
+    if c.cluster.is_none() {
+        return Vec::new();
+    }
+    vec![
+        ("insert_distributed_sync", "1".into()),
+        (
+            "insert_distributed_timeout",
+            c.insert_timeout_ms.div_ceil(1000).to_string(),
+        ),
+        ("load_balancing", "in_order".into()),
+        (
+            "max_replica_delay_for_distributed_queries",
+            c.max_replica_delay_s.to_string(),
+        ),
+        (
+            "fallback_to_stale_replicas_for_distributed_queries",
+            "0".into(),
+        ),
+        ("distributed_product_mode", "global".into()),
+        (
+            "distributed_ddl_task_timeout",
+            c.ddl_timeout_ms.div_ceil(1000).to_string(),
+        ),
+    ]
+}
+
 impl ClickHouse {
     /// Connects and detects the server version. Fails if ClickHouse does not answer within the
     /// query timeout.
@@ -125,12 +166,16 @@ impl ClickHouse {
         } else {
             Compression::None
         };
-        let admin = http_client(query_timeout)
+        let cluster_settings = cluster_settings(c);
+        let mut admin = http_client(query_timeout)
             .with_url(&c.url)
             .with_user(&c.user)
             .with_password(&v.clickhouse_password.0)
             .with_compression(compression)
             .with_validation(false);
+        for (k, v) in &cluster_settings {
+            admin = admin.with_setting(*k, v.clone());
+        }
         let version_text = tokio::time::timeout(
             query_timeout,
             admin.query("SELECT version()").fetch_one::<String>(),
@@ -156,10 +201,12 @@ impl ClickHouse {
             server_version_text: version_text,
             query_timeout,
             insert_timeout: Duration::from_millis(c.insert_timeout_ms),
+            ddl_timeout: Duration::from_millis(c.ddl_timeout_ms),
+            cluster_settings,
             render: RenderContext {
                 database: c.database.clone(),
                 cluster: c.cluster.clone(),
-                replicated: c.replicated,
+                column_comments: modern,
             },
             http: reqwest::Client::builder()
                 .tcp_nodelay(true)
@@ -192,10 +239,34 @@ impl ClickHouse {
         )
     }
 
+    /// Runs one statement (DDL, or an INSERT … SELECT of the migrations and snapshots).
     pub(super) async fn execute(&self, sql: &str) -> Result<(), ClickHouseError> {
-        tokio::time::timeout(self.query_timeout * 3, self.admin.query(sql).execute())
+        let limit = self.ddl_timeout + self.query_timeout;
+        let result = tokio::time::timeout(limit, self.admin.query(sql).execute())
             .await
             .map_err(|_| ClickHouseError::timeout("DDL"))?
-            .map_err(ClickHouseError::from_client)
+            .map_err(ClickHouseError::from_client);
+        match (&self.render.cluster, result) {
+            (Some(cluster), Err(e)) if sql.contains("ON CLUSTER") && e.code == Some(159) => {
+                Err(ddl_not_everywhere(cluster, self.ddl_timeout, &e))
+            }
+            (_, r) => r,
+        }
+    }
+}
+
+/// An `ON CLUSTER` statement some node did not finish in time: the nodes that did keep it, the
+/// others run it when they come back (ClickHouse's DDL queue), and the migration stops here.
+fn ddl_not_everywhere(cluster: &str, limit: Duration, e: &ClickHouseError) -> ClickHouseError {
+    ClickHouseError {
+        class: ErrorClass::Fatal,
+        code: e.code,
+        message: format!(
+            "ON CLUSTER DDL did not finish on every node of cluster {cluster} within \
+             clickhouse.ddl_timeout_ms ({} s): is every node up and connected to \
+             ZooKeeper/Keeper? ({})",
+            limit.as_secs(),
+            e.message
+        ),
     }
 }

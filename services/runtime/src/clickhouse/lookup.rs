@@ -141,6 +141,7 @@ impl ClickHouse {
                     ("_umkm_keys_format", "TabSeparated"),
                     ("max_execution_time", &max_execution_time),
                 ])
+                .query(&self.cluster_settings)
                 .basic_auth(&self.user, Some(&self.password.0))
                 .header(
                     "Content-Type",

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use umkm_core::adoption::Scope;
 use umkm_core::migrations;
 
 use super::{ClickHouse, ClickHouseError};
@@ -57,6 +58,14 @@ impl ClickHouse {
     ) -> Result<u64, ClickHouseError> {
         let db = &self.database;
         let table = snap.table;
+        let build = uuid::Uuid::new_v4().simple().to_string();
+        let scope = match &self.render.cluster {
+            Some(name) => Scope::Cluster {
+                name,
+                build: &build,
+            },
+            None => Scope::Server,
+        };
         let exists = |t: String| {
             let q = self.admin.query(&format!("EXISTS TABLE {db}.{t}"));
             async move {
@@ -68,17 +77,24 @@ impl ClickHouse {
         };
         if exists(table.into()).await? == 0 && exists(format!("{table}_prev")).await? == 1 {
             tracing::warn!(table, "repairing an interrupted snapshot swap");
-            self.execute(&snap.repair(db)).await?;
+            self.execute(&snap.repair(db, scope)).await?;
         }
-        for s in snap.prepare(db) {
+        for s in snap.prepare(db, scope) {
             self.execute(&s).await?;
         }
-        let build = snap.build(db);
-        tokio::time::timeout(timeout, self.admin.query(&build).execute())
+        let mut query = self.admin.query(&snap.build(db));
+        if let Scope::Cluster { .. } = scope {
+            // Every node has the whole copy before any node swaps it in.
+            let replicas = self.replicas_of(&format!("{table}_next")).await?;
+            query = query
+                .with_setting("insert_quorum", replicas.to_string())
+                .with_setting("insert_quorum_timeout", timeout.as_millis().to_string());
+        }
+        tokio::time::timeout(timeout, query.execute())
             .await
             .map_err(|_| ClickHouseError::timeout("adoption snapshot build"))?
             .map_err(ClickHouseError::from_client)?;
-        for s in snap.swap(db) {
+        for s in snap.swap(db, scope) {
             self.execute(&s).await?;
         }
         tokio::time::timeout(
@@ -90,6 +106,18 @@ impl ClickHouse {
         .await
         .map_err(|_| ClickHouseError::timeout("count"))?
         .map_err(ClickHouseError::from_client)
+    }
+
+    /// How many replicas `table` (replicated) has across the cluster.
+    async fn replicas_of(&self, table: &str) -> Result<u64, ClickHouseError> {
+        let q = self.admin.query(&format!(
+            "SELECT toUInt64(total_replicas) FROM system.replicas WHERE database = '{}' AND table = '{table}'",
+            self.database
+        ));
+        tokio::time::timeout(self.query_timeout, q.fetch_one::<u64>())
+            .await
+            .map_err(|_| ClickHouseError::timeout("system.replicas"))?
+            .map_err(ClickHouseError::from_client)
     }
 
     /// Applies every migration not yet recorded; returns (applied, skipped-for-version).
