@@ -7,13 +7,24 @@ use umkm_runtime::config::Settings;
 use umkm_runtime::family::Family;
 
 fn compose() -> String {
-    std::fs::read_to_string(umkm_e2e::repo_root().join("docker-compose.yml")).unwrap_or_default()
+    read("docker-compose.yml")
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(umkm_e2e::repo_root().join(path)).unwrap_or_default()
 }
 
 #[test]
 fn every_env_key_in_compose_is_a_config_key() -> Result<()> {
+    for file in ["docker-compose.yml", "docker-compose.cluster.yml"] {
+        env_keys_are_config_keys(file)?;
+    }
+    Ok(())
+}
+
+fn env_keys_are_config_keys(file: &str) -> Result<()> {
     let defaults = serde_json::to_value(Settings::default())?;
-    let text = compose();
+    let text = read(file);
     let mut checked = 0;
     for line in text.lines() {
         let t = line.trim();
@@ -26,15 +37,170 @@ fn every_env_key_in_compose_is_a_config_key() -> Result<()> {
             .collect();
         let mut v = &defaults;
         for p in &path {
-            v = v.get(p).ok_or_else(|| {
-                anyhow::anyhow!("{var} in docker-compose.yml is not a configuration key")
-            })?;
+            v = v
+                .get(p)
+                .ok_or_else(|| anyhow::anyhow!("{var} in {file} is not a configuration key"))?;
         }
         checked += 1;
     }
+    ensure!(checked >= 8, "only {checked} UMKM__ keys found in {file}");
+    Ok(())
+}
+
+/// The text of every `<tag>…</tag>` in `xml`, in order.
+fn elements<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let after = &rest[i + open.len()..];
+        let Some(j) = after.find(&close) else { break };
+        out.push(&after[..j]);
+        rest = &after[j + close.len()..];
+    }
+    out
+}
+
+/// docker-compose.cluster.yml against deploy/cluster/*.xml and the code: the cluster the
+/// services name is the one the servers define; each server's shard and replica macros are
+/// its place in `remote_servers`, replicas unique; the Keeper nodes are the services with
+/// their ids; every service writes with clickhouse.cluster set through a node of the cluster.
+#[test]
+fn the_cluster_compose_file_matches_its_cluster_and_the_code() -> Result<()> {
+    let text = read("docker-compose.cluster.yml");
+    let ch = read("deploy/cluster/clickhouse.xml");
+    let keeper = read("deploy/cluster/keeper.xml");
+    let servers = elements(&ch, "remote_servers");
+    ensure!(servers.len() == 1, "one <remote_servers> in clickhouse.xml");
+    let name = servers[0]
+        .trim()
+        .strip_prefix('<')
+        .and_then(|r| r.split('>').next())
+        .unwrap_or_default();
+    ensure!(!name.is_empty(), "no cluster in <remote_servers>");
+    let mut replicas = std::collections::BTreeSet::new();
+    for (i, shard) in elements(servers[0], "shard").iter().enumerate() {
+        ensure!(
+            shard.contains("<internal_replication>true</internal_replication>"),
+            "shard {} must replicate internally (Replicated tables)",
+            i + 1
+        );
+        for host in elements(shard, "host") {
+            ensure!(replicas.insert(host), "{host} twice in remote_servers");
+            let block = service_block(&text, host);
+            for needle in [
+                format!("UMKM_SHARD: \"{:02}\"", i + 1),
+                format!("UMKM_REPLICA: {host}"),
+                "<<: *clickhouse".to_string(),
+            ] {
+                ensure!(
+                    block.contains(&needle),
+                    "service {host}: expected {needle:?} in\n{block}"
+                );
+            }
+        }
+    }
     ensure!(
-        checked >= 8,
-        "only {checked} UMKM__ keys found in docker-compose.yml"
+        replicas.len() == 4,
+        "2 shards x 2 replicas, found {replicas:?}"
+    );
+    for (k, server) in elements(&keeper, "server").iter().enumerate() {
+        let id = elements(server, "id").concat();
+        let host = elements(server, "hostname").concat();
+        ensure!(id == (k + 1).to_string(), "keeper server ids 1, 2, 3");
+        ensure!(
+            service_block(&text, &host).contains(&format!("KEEPER_ID: \"{id}\"")),
+            "service {host} must set KEEPER_ID {id}"
+        );
+        ensure!(
+            ch.contains(&format!(
+                "<node><host>{host}</host><port>9181</port></node>"
+            )),
+            "clickhouse.xml does not name keeper {host}"
+        );
+    }
+    ensure!(
+        keeper.contains("<tcp_port>9181</tcp_port>"),
+        "keeper port 9181"
+    );
+    // What every umkm-pulse service shares.
+    let shared = text
+        .split("x-umkm-env: &umkm-env")
+        .nth(1)
+        .and_then(|t| t.split("\n\n").next())
+        .unwrap_or_default();
+    ensure!(
+        shared.contains(&format!("UMKM__CLICKHOUSE__CLUSTER: {name}")),
+        "the services do not set clickhouse.cluster = {name}"
+    );
+    let url_host = shared
+        .split("UMKM_CLICKHOUSE_URL: http://")
+        .nth(1)
+        .and_then(|u| u.split(':').next())
+        .unwrap_or_default();
+    ensure!(
+        replicas.contains(url_host),
+        "the services write through {url_host:?}, not a node"
+    );
+    let s = Settings::default();
+    for (svc, topic, group, dlq) in [
+        (
+            qris_consumer::Qris::SERVICE,
+            qris_consumer::Qris::DEFAULT_TOPIC,
+            qris_consumer::Qris::DEFAULT_GROUP,
+            qris_consumer::Qris::DEFAULT_DLQ_TOPIC,
+        ),
+        (
+            noncash_consumer::Noncash::SERVICE,
+            noncash_consumer::Noncash::DEFAULT_TOPIC,
+            noncash_consumer::Noncash::DEFAULT_GROUP,
+            noncash_consumer::Noncash::DEFAULT_DLQ_TOPIC,
+        ),
+        (
+            merchant_consumer::Merchants::SERVICE,
+            merchant_consumer::Merchants::DEFAULT_TOPIC,
+            merchant_consumer::Merchants::DEFAULT_GROUP,
+            merchant_consumer::Merchants::DEFAULT_DLQ_TOPIC,
+        ),
+    ] {
+        let block = service_block(&text, svc);
+        for needle in [
+            "<<: *consumer".to_string(),
+            "<<: *umkm-env".to_string(),
+            format!("/usr/local/bin/{svc}"),
+            format!("UMKM__KAFKA__TOPIC: {topic}"),
+            format!("UMKM__KAFKA__GROUP_ID: {group}"),
+            format!("UMKM__KAFKA__DLQ_TOPIC: {dlq}"),
+            format!("UMKM__ADMIN__LISTEN: {}", s.admin.listen),
+        ] {
+            ensure!(
+                block.contains(&needle),
+                "{svc}: expected {needle:?} in\n{block}"
+            );
+        }
+        ensure!(
+            text.contains(&format!(" {topic}:")),
+            "kafka-init does not create {topic}"
+        );
+    }
+    for svc in ["migrate", "metrics-refresh"] {
+        ensure!(
+            service_block(&text, svc).contains("<<: *umkm-env"),
+            "{svc} does not use the cluster settings"
+        );
+    }
+    ensure!(
+        service_block(&text, "migrate").contains("command: [\"migrate\"]"),
+        "no one-shot migrate job"
+    );
+    let consumer = text
+        .split("x-consumer: &consumer")
+        .nth(1)
+        .unwrap_or_default();
+    ensure!(
+        consumer.contains("migrate: { condition: service_completed_successfully }")
+            && consumer.contains("/health/ready"),
+        "consumers must wait for the migrations and report readiness"
     );
     Ok(())
 }

@@ -214,9 +214,17 @@ pub async fn settle(env: &Env) -> Result<f64> {
 /// Drops a database a part made once it is no longer needed (its merges would cost the next
 /// parts CPU).
 pub async fn drop_database(env: &Env, database: &str) -> Result<()> {
-    ch(env, &format!("DROP DATABASE IF EXISTS `{database}`"))
-        .await
-        .map(|_| ())
+    let on_cluster = env
+        .cluster
+        .as_ref()
+        .map(|c| format!(" ON CLUSTER {c}"))
+        .unwrap_or_default();
+    ch(
+        env,
+        &format!("DROP DATABASE IF EXISTS `{database}`{on_cluster}"),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// One end-to-end run of the real qris-consumer binary.

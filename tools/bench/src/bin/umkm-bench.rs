@@ -466,12 +466,56 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
     Ok(())
 }
 
+/// End to end on one server and on the cluster, same topic, same run.
+async fn cluster(a: AllArgs) -> Result<()> {
+    let env = Env::from_env();
+    let on_cluster = umkm_e2e::Cluster::from_env()?.env(&env);
+    let data = bench::dataset(a.events, true)?;
+    let p = bench::prepublish(&env, &data, a.partitions).await?;
+    let n = p.events as f64;
+    println!(
+        "== end to end: {} QRIS messages ({} unique payments) on {} partitions, one server vs the cluster ==",
+        p.events, data.unique_rows, p.partitions
+    );
+    let (mut single, mut clustered) = (Vec::new(), Vec::new());
+    for run in 1..=a.runs {
+        for (name, e, rates) in [
+            ("one server", &env, &mut single),
+            ("cluster   ", &on_cluster, &mut clustered),
+        ] {
+            settle(e).await?;
+            let r = bench::e2e(e, &p, &a.consumer_env).await?;
+            println!(
+                "  run {run} {name}: {:>9.0} events/s ({:.2} s, {:.2} us CPU/event, {} flushes)",
+                n / r.secs,
+                r.secs,
+                r.cpu_us_per_event,
+                r.flushes
+            );
+            rates.push(n / r.secs);
+            bench::drop_database(e, &r.database).await?;
+        }
+    }
+    let (s, c) = (median(&mut single), median(&mut clustered));
+    println!(
+        "median: one server {s:.0} events/s, cluster {c:.0} events/s (cluster / one server = {:.2})",
+        c / s
+    );
+    Ok(())
+}
+
 const USAGE: &str = "usage:
   umkm-bench core [--events N] [--runs R] [--batch B]
   umkm-bench all  [--events N] [--runs R] [--partitions P] [--core-events N]
                   [--latency-seconds S] [--latency-rate R]
                   [--python PATH | --no-baseline] [--clickhouse-native HOST:PORT]
-                  [--consumer-env KEY=VALUE]...";
+                  [--consumer-env KEY=VALUE]...
+  umkm-bench cluster [--events N] [--runs R] [--partitions P] [--consumer-env KEY=VALUE]...
+
+`cluster`: one qris-consumer end to end over the same pre-published topic, alternately into
+the single server and into the cluster `scripts/stack up --cluster` starts (UMKM_CLUSTER_URLS;
+through node 1's Distributed tables), each run on a fresh database; events/s per run, the
+medians and their ratio.";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -540,6 +584,7 @@ fn main() -> Result<()> {
             .block_on(core(events, runs.max(1), batch.max(1)))
             .map(|_| ()),
         "all" => rt.block_on(all(core_events, a)),
+        "cluster" => rt.block_on(cluster(a)),
         _ => bail!("{USAGE}"),
     }
 }
