@@ -33,12 +33,7 @@ fn spec(seed: u64, payments: usize) -> Spec {
 }
 
 fn stream(spec: Spec) -> (Vec<Msg>, Truth) {
-    let mut s = Stream::new(spec);
-    let mut all = Vec::new();
-    while let Some(day) = s.next_day() {
-        all.extend(day);
-    }
-    (all, s.truth)
+    Stream::new(spec).all_days()
 }
 
 /// One family's consumers of one deployment.
@@ -464,6 +459,91 @@ async fn zookeeper_stopped_mid_stream_pauses_the_writes_and_stays_exact() -> Res
          ({landed_meanwhile} QRIS rows then), all committed {recovered_s:.1} s after the stop; \
          {} messages exact",
         msgs.len()
+    );
+    Ok(())
+}
+
+/// `qris-consumer migrate` on `cluster` into `database`, with `env` on top of the tests'
+/// settings: (exit code, output).
+fn migrate(cluster: &Cluster, database: &str, env: &[(&str, &str)]) -> Result<(i32, String)> {
+    let out = std::process::Command::new(umkm_e2e::service_bin("qris-consumer"))
+        .arg("migrate")
+        .env_clear()
+        .env("UMKM_CLICKHOUSE_URL", &cluster.urls[0])
+        .env("UMKM_PII_HASH_KEY", umkm_e2e::PII_KEY)
+        .env("UMKM__CLICKHOUSE__DATABASE", database)
+        .env("UMKM__CLICKHOUSE__CLUSTER", &cluster.name)
+        .env(
+            "UMKM__REGISTRY__DIR",
+            umkm_e2e::repo_root().join("schemas/avro"),
+        )
+        .env("UMKM__LOG__FORMAT", "text")
+        .envs(env.iter().copied())
+        .output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_cluster_ddl_with_a_node_down_fails_clearly_and_a_rerun_completes() -> Result<()> {
+    let cluster = Cluster::from_env()?;
+    let db = unique("clu_ddl");
+    cluster.script(&["kill", "4"])?;
+    let t = Instant::now();
+    let failed = migrate(
+        &cluster,
+        &db,
+        &[("UMKM__CLICKHOUSE__DDL_TIMEOUT_MS", "5000")],
+    );
+    let failed_after = t.elapsed().as_secs_f64();
+    cluster.script(&["start", "4"])?;
+    let (code, out) = failed?;
+    ensure!(code == 1, "migrate with a node down exited {code}:\n{out}");
+    ensure!(
+        out.contains(&format!(
+            "ON CLUSTER DDL did not finish on every node of cluster {}",
+            cluster.name
+        )) && out.contains("clickhouse.ddl_timeout_ms (5 s)"),
+        "unclear error:\n{out}"
+    );
+    ensure!(failed_after < 60.0, "took {failed_after:.0} s to fail");
+    let out_line = |o: &str| {
+        o.lines()
+            .find(|l| l.contains("ON CLUSTER DDL"))
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect::<String>()
+    };
+    let out = out.clone();
+    // Node 4 runs the queued statement when it returns; a re-run applies everything, twice.
+    for run in 1..=2 {
+        let (code, out) = migrate(&cluster, &db, &[])?;
+        ensure!(
+            code == 0,
+            "migrate run {run} after the restart exited {code}:\n{out}"
+        );
+    }
+    let tables = format!("SELECT count() FROM system.tables WHERE database = '{db}'");
+    let mut counts = Vec::new();
+    for i in 0..cluster.urls.len() {
+        counts.push(cluster.on_node(i, &tables).await?.trim().to_string());
+    }
+    ensure!(
+        counts.iter().all(|c| *c == counts[0] && c != "0"),
+        "tables per node: {counts:?}"
+    );
+    let said = out_line(&out);
+    println!(
+        "ON CLUSTER DDL: with node 4 down migrate failed after {failed_after:.1} s: {said}; \
+         after the restart two runs completed, {} tables on every node",
+        counts[0]
     );
     Ok(())
 }

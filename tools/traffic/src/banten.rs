@@ -539,6 +539,15 @@ impl Stream {
 
     /// The next WIB day's messages, in publishing order; `None` after the last day (held
     /// messages are all released on the last day).
+    /// Every day at once, with the truth of the whole range: for streams that fit in memory.
+    pub fn all_days(mut self) -> (Vec<Msg>, Truth) {
+        let mut v = Vec::new();
+        while let Some(d) = self.next_day() {
+            v.extend(d);
+        }
+        (v, self.truth)
+    }
+
     pub fn next_day(&mut self) -> Option<Vec<Msg>> {
         if self.day > self.spec.last_day {
             return None;
@@ -1172,12 +1181,7 @@ mod tests {
     }
 
     fn all(spec: Spec) -> (Vec<Msg>, Truth) {
-        let mut s = Stream::new(spec);
-        let mut v = Vec::new();
-        while let Some(d) = s.next_day() {
-            v.extend(d);
-        }
-        (v, s.truth)
+        Stream::new(spec).all_days()
     }
 
     #[test]
