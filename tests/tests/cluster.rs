@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use umkm_e2e::grafana::{FROM_MS, TO_MS, clickhouse_targets, dashboards, expand};
 use umkm_e2e::{
-    Cluster, ConsumerProc, ConsumerSetup, Ends, Env, MERCHANTS, NONCASH, QRIS, ch_u64,
-    offsets_at_end, publish_via, read_dlq_exactly, refresh_metrics, unique, wait_committed,
-    wait_until,
+    Cluster, ConsumerProc, ConsumerSetup, DlqRecord, Ends, Env, MERCHANTS, NONCASH, QRIS, ch_u64,
+    offsets_at_end, publish_via, read_all, refresh_metrics, unique, wait_committed, wait_until,
 };
 use umkm_traffic::banten::{Feed, Msg, Spec, Stream, Truth};
 
@@ -147,9 +146,49 @@ impl Deployment {
             let bad = truth.bad_total(fam.feed) as usize;
             let env = self.env.clone();
             let topic = fam.setup.dlq_topic.clone();
-            tokio::task::spawn_blocking(move || read_dlq_exactly(&env, &topic, bad)).await??;
+            let dlq = tokio::task::spawn_blocking(move || {
+                read_all(
+                    &env,
+                    &topic,
+                    1,
+                    bad,
+                    Duration::from_secs(3),
+                    Duration::from_secs(60),
+                )
+            })
+            .await??;
+            self.check_dlq(fam, &dlq, bad)?;
             offsets_at_end(&self.env, &fam.setup, PARTITIONS, &fam.ends)?;
         }
+        Ok(())
+    }
+
+    /// Every bad record is in the DLQ with its source coordinates and a reason, and nothing
+    /// else is. DLQ writes are at least once (README "Delivery guarantees"): a bad record
+    /// consumed again after a rebalance, before its offset was committed, is dead-lettered
+    /// again, so a record may appear twice, never a record that was not bad.
+    fn check_dlq(&self, fam: &Family, dlq: &[DlqRecord], bad: usize) -> Result<()> {
+        let mut sources = std::collections::BTreeSet::new();
+        for r in dlq {
+            let h = |k: &str| r.headers.get(k).cloned().unwrap_or_default();
+            ensure!(
+                !h("dlq.reason").is_empty(),
+                "a dead letter without a reason"
+            );
+            ensure!(
+                h("dlq.source.topic") == fam.setup.topic,
+                "dead letter from {:?}",
+                h("dlq.source.topic")
+            );
+            sources.insert((h("dlq.source.partition"), h("dlq.source.offset")));
+        }
+        ensure!(
+            sources.len() == bad,
+            "{:?}: {} distinct bad records in the DLQ ({} dead letters), expected {bad}",
+            fam.feed,
+            sources.len(),
+            dlq.len()
+        );
         Ok(())
     }
 
