@@ -35,10 +35,10 @@ pub fn sharding_key(table: &str) -> Option<&'static str> {
     SHARDED.iter().find(|(t, _)| *t == table).map(|(_, k)| *k)
 }
 
-/// The adoption snapshots: plain `MergeTree` in their migrations (rebuilt by `refresh-metrics`,
-/// `crate::adoption`), replicated to every node on a cluster.
+/// The adoption snapshots ([`crate::adoption::ALL`]): plain `MergeTree` in their migrations
+/// (rebuilt by `refresh-metrics`), replicated to every node on a cluster.
 fn is_snapshot(table: &str) -> bool {
-    table.starts_with("adoption_merchant_")
+    crate::adoption::ALL.iter().any(|s| s.table == table)
 }
 
 /// The table a statement names right after `prefix` (`<db>.<name>`), if it starts so.
