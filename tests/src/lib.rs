@@ -30,6 +30,10 @@ pub struct Env {
     pub clickhouse: String,
     /// `clickhouse.cluster` for the services: `clickhouse` is then a node of that cluster.
     pub cluster: Option<String>,
+    /// librdkafka properties of the tests' own clients (a secured broker: `security::Secured`).
+    pub kafka_props: Vec<(String, String)>,
+    /// Settings every service started against this Env gets (e.g. `UMKM__KAFKA__SECURITY__*`).
+    pub service_env: Vec<(String, String)>,
 }
 
 impl Env {
@@ -40,7 +44,14 @@ impl Env {
             clickhouse: std::env::var("UMKM_CLICKHOUSE_URL")
                 .unwrap_or_else(|_| "http://127.0.0.1:18123".into()),
             cluster: None,
+            kafka_props: Vec::new(),
+            service_env: Vec::new(),
         }
+    }
+
+    /// The base of every Kafka client the tests make: the brokers and `kafka_props`.
+    pub fn kafka_config(&self) -> ClientConfig {
+        umkm_traffic::kafka::client_config(&self.brokers, &self.kafka_props)
     }
 }
 
@@ -79,9 +90,9 @@ impl Cluster {
     /// The services' and tests' endpoints with ClickHouse on this cluster's first node.
     pub fn env(&self, base: &Env) -> Env {
         Env {
-            brokers: base.brokers.clone(),
             clickhouse: self.urls[0].clone(),
             cluster: Some(self.name.clone()),
+            ..base.clone()
         }
     }
 
@@ -91,6 +102,8 @@ impl Cluster {
             brokers: String::new(),
             clickhouse: self.urls[i].clone(),
             cluster: None,
+            kafka_props: Vec::new(),
+            service_env: Vec::new(),
         };
         ch(&node, sql)
             .await
@@ -133,12 +146,12 @@ pub fn unique(prefix: &str) -> String {
 /// Creates `name` with `partitions` (through `umkm_traffic::kafka::create_topics`, the one
 /// way topics are created).
 pub async fn create_topic(env: &Env, name: &str, partitions: i32) -> Result<()> {
-    umkm_traffic::kafka::create_topics(&env.brokers, &[(name, partitions)]).await
+    umkm_traffic::kafka::create_topics(&env.kafka_config(), &[(name, partitions)]).await
 }
 
 /// The tests' producer: one record per batch (`single_record_producer` says why).
 pub fn producer(env: &Env) -> Result<FutureProducer> {
-    single_record_producer(&env.brokers)
+    single_record_producer(&env.kafka_config())
 }
 
 /// Publishes every message, waits for all acknowledgements and records partition ends in `ends`.
@@ -218,8 +231,8 @@ pub fn read_all(
     quiet: Duration,
     timeout: Duration,
 ) -> Result<Vec<DlqRecord>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
+    let c: BaseConsumer = env
+        .kafka_config()
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .create()?;
@@ -281,8 +294,8 @@ pub fn read_dlq_exactly(env: &Env, topic: &str, expected: usize) -> Result<Vec<D
 
 /// Committed offset of `group` per partition of `topic` (-1 when none).
 pub fn committed(env: &Env, group: &str, topic: &str, partitions: i32) -> Result<Ends> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
+    let c: BaseConsumer = env
+        .kafka_config()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()?;
@@ -600,7 +613,8 @@ impl ConsumerProc {
             .env("UMKM__SHUTDOWN__TIMEOUT_S", "20")
             .env("UMKM__PROGRESS__INTERVAL_MS", "1000")
             .env("UMKM__LOG__FORMAT", "text")
-            .envs(env.cluster.iter().map(|c| ("UMKM__CLICKHOUSE__CLUSTER", c)));
+            .envs(env.cluster.iter().map(|c| ("UMKM__CLICKHOUSE__CLUSTER", c)))
+            .envs(env.service_env.iter().map(|(k, v)| (k, v)));
         for (k, v) in &s.extra_env {
             cmd.env(k, v);
         }
@@ -747,65 +761,168 @@ where
     }
 }
 
-/// A minimal Confluent-compatible schema registry (`GET /schemas/ids/{id}`) on loopback, for
-/// testing the REST client. The first `fail_first` requests answer 503 (a registry outage must
-/// delay decoding, never dead-letter). Returns its base URL and a log of requested paths.
+/// How the stand-in registry serves: the first `fail_first` requests answer 503 (a registry
+/// outage must delay decoding, never dead-letter); with `tls` (certificate and key PEM files)
+/// it speaks HTTPS only; with `basic` or `bearer` every request without those credentials
+/// answers 401.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    pub fail_first: usize,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub basic: Option<(String, String)>,
+    pub bearer: Option<String>,
+}
+
+/// A minimal Confluent-compatible schema registry (`GET /schemas/ids/{id}`, `GET /subjects`)
+/// on loopback, for testing the REST client. Returns its base URL and a log of requested paths.
 pub async fn serve_registry(
     schemas: BTreeMap<u32, String>,
     fail_first: usize,
 ) -> Result<(String, std::sync::Arc<std::sync::Mutex<Vec<String>>>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    serve_registry_with(
+        schemas,
+        RegistryOptions {
+            fail_first,
+            ..RegistryOptions::default()
+        },
+    )
+    .await
+}
+
+/// [`serve_registry`] with TLS and credentials ([`RegistryOptions`]).
+pub async fn serve_registry_with(
+    schemas: BTreeMap<u32, String>,
+    opts: RegistryOptions,
+) -> Result<(String, std::sync::Arc<std::sync::Mutex<Vec<String>>>)> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let scheme = if opts.tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr()?);
+    let acceptor = match &opts.tls {
+        Some((cert, key)) => {
+            let identity =
+                native_tls::Identity::from_pkcs8(&std::fs::read(cert)?, &std::fs::read(key)?)?;
+            Some(tokio_native_tls::TlsAcceptor::from(
+                native_tls::TlsAcceptor::new(identity)?,
+            ))
+        }
+        None => None,
+    };
+    let expected_auth = match (&opts.basic, &opts.bearer) {
+        (Some((u, p)), _) => Some(format!("Basic {}", base64(format!("{u}:{p}").as_bytes()))),
+        (None, Some(t)) => Some(format!("Bearer {t}")),
+        (None, None) => None,
+    };
+    let log = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let served = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new((schemas, expected_auth, opts.fail_first));
     let log2 = log.clone();
     tokio::spawn(async move {
-        let mut served = 0usize;
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let mut buf = vec![0u8; 8192];
-            let mut n = 0;
-            while n < buf.len() {
-                match sock.read(&mut buf[n..]).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => n += k,
-                }
-                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            let req = String::from_utf8_lossy(&buf[..n]).to_string();
-            let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
-            served += 1;
-            if let Ok(mut l) = log2.lock() {
-                l.push(path.clone());
-            }
-            let id: Option<u32> = path
-                .strip_prefix("/schemas/ids/")
-                .and_then(|s| s.split('?').next())
-                .and_then(|s| s.parse().ok());
-            let (status, body) = if served <= fail_first {
-                (
-                    "503 Service Unavailable",
-                    r#"{"error_code":50301,"message":"unavailable"}"#.to_string(),
-                )
-            } else {
-                match id.and_then(|i| schemas.get(&i)) {
-                    Some(s) => ("200 OK", serde_json::json!({ "schema": s }).to_string()),
-                    None => (
-                        "404 Not Found",
-                        r#"{"error_code":40403,"message":"Schema not found"}"#.to_string(),
-                    ),
-                }
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: application/vnd.schemaregistry.v1+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
+        while let Ok((sock, _)) = listener.accept().await {
+            let (acceptor, log, served, shared) = (
+                acceptor.clone(),
+                log2.clone(),
+                served.clone(),
+                shared.clone(),
             );
-            let _ = sock.write_all(resp.as_bytes()).await;
-            let _ = sock.shutdown().await;
+            tokio::spawn(async move {
+                let (schemas, expected_auth, fail_first) = &*shared;
+                let answer = |req: &str| {
+                    let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let n = served.fetch_add(1, Ordering::SeqCst) + 1;
+                    if let Ok(mut l) = log.lock() {
+                        l.push(path.clone());
+                    }
+                    let auth = req.lines().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("authorization")
+                            .then(|| v.trim().to_string())
+                    });
+                    if expected_auth.is_some() && &auth != expected_auth {
+                        return (
+                            "401 Unauthorized",
+                            r#"{"error_code":401,"message":"Unauthorized"}"#.to_string(),
+                        );
+                    }
+                    if n <= *fail_first {
+                        return (
+                            "503 Service Unavailable",
+                            r#"{"error_code":50301,"message":"unavailable"}"#.to_string(),
+                        );
+                    }
+                    if path == "/subjects" {
+                        return ("200 OK", "[]".to_string());
+                    }
+                    let id: Option<u32> = path
+                        .strip_prefix("/schemas/ids/")
+                        .and_then(|s| s.split('?').next())
+                        .and_then(|s| s.parse().ok());
+                    match id.and_then(|i| schemas.get(&i)) {
+                        Some(s) => ("200 OK", serde_json::json!({ "schema": s }).to_string()),
+                        None => (
+                            "404 Not Found",
+                            r#"{"error_code":40403,"message":"Schema not found"}"#.to_string(),
+                        ),
+                    }
+                };
+                match acceptor {
+                    Some(a) => {
+                        if let Ok(tls) = a.accept(sock).await {
+                            registry_exchange(tls, answer).await;
+                        }
+                    }
+                    None => registry_exchange(sock, answer).await,
+                }
+            });
         }
     });
     Ok((url, log))
+}
+
+/// Reads one request's head from `sock`, writes `answer`'s status and body, closes.
+async fn registry_exchange<S>(mut sock: S, answer: impl FnOnce(&str) -> (&'static str, String))
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 8192];
+    let mut n = 0;
+    while n < buf.len() {
+        match sock.read(&mut buf[n..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let (status, body) = answer(&String::from_utf8_lossy(&buf[..n]));
+    let resp = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/vnd.schemaregistry.v1+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = sock.write_all(resp.as_bytes()).await;
+    let _ = sock.shutdown().await;
+}
+
+/// Standard base64 with padding (HTTP basic auth).
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Runs `promtool check metrics` (Debian's prometheus package) over a `/metrics` page.

@@ -24,8 +24,7 @@ fn dlq_refusing_writes_blocks_commit_and_insert_until_acknowledged() -> Result<(
     mock.create_topic(&s.dlq_topic, 1, 1)?;
     let env = Env {
         brokers: mock.bootstrap_servers(),
-        clickhouse: Env::from_env().clickhouse,
-        cluster: None,
+        ..Env::from_env()
     };
     let plan = generate(&Spec {
         payments: 300,

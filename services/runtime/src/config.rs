@@ -17,6 +17,7 @@ use umkm_core::batch::BatchPolicy;
 use umkm_core::reference::Regions;
 
 use crate::retry::RetryPolicy;
+use crate::security::{KafkaProperties, RegistryAccess, Tls, kafka_properties, read_secret};
 
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -61,8 +62,54 @@ pub struct KafkaSettings {
     pub max_poll_interval_ms: u64,
     /// `earliest` or `latest`: where a group without committed offsets starts.
     pub auto_offset_reset: String,
-    /// Passed to librdkafka as is (security.protocol, sasl.*, …). Values are never logged.
+    /// How the connections to the brokers are secured (README "Security").
+    pub security: KafkaSecurity,
+    /// CA, client certificate and key for `ssl` and `sasl_ssl`.
+    pub tls: TlsSettings,
+    /// Passed to librdkafka as is, last (any other property). Values are never logged.
     pub extra: BTreeMap<String, String>,
+}
+
+/// `kafka.security` (README "Security"): the protocol and, for `sasl_*`, the SASL login.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSecurity {
+    /// `plaintext` (unset), `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub protocol: Option<String>,
+    /// `SCRAM-SHA-512`, `SCRAM-SHA-256` or `PLAIN`.
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Secret,
+    pub sasl_password_file: Option<PathBuf>,
+}
+
+/// TLS files of one connection (README "Security"). PEM files; the key PKCS#8 or PKCS#1,
+/// unencrypted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// The CA that signed the server's certificate; the only one trusted. Unset: the
+    /// system's CA store.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (mutual TLS), with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// Empty paths (e.g. `UMKM__CLICKHOUSE__TLS__CA_FILE=`) mean unset.
+    fn normalised(self) -> TlsSettings {
+        let set = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
+        TlsSettings {
+            ca_file: set(self.ca_file),
+            cert_file: set(self.cert_file),
+            key_file: set(self.key_file),
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self != &TlsSettings::default()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,8 +120,16 @@ pub struct RegistrySettings {
     /// File registry: a directory holding `registry.json` ({"<id>": "<file>.avsc"}).
     pub dir: Option<PathBuf>,
     pub timeout_ms: u64,
+    /// HTTP basic auth: the user (a Confluent Cloud API key), with `password` or
+    /// `password_file` (the API secret).
     pub user: Option<String>,
     pub password: Secret,
+    pub password_file: Option<PathBuf>,
+    /// A bearer token instead of basic auth (`Authorization: Bearer …`).
+    pub bearer_token: Secret,
+    pub bearer_token_file: Option<PathBuf>,
+    /// For an `https://` URL: CA, and client certificate and key.
+    pub tls: TlsSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +140,8 @@ pub struct ClickHouseSettings {
     pub user: String,
     pub password: Secret,
     pub password_file: Option<PathBuf>,
+    /// For an `https://` URL (ClickHouse's `https_port`): CA, and client certificate and key.
+    pub tls: TlsSettings,
     pub insert_timeout_ms: u64,
     pub query_timeout_ms: u64,
     /// `lz4` or `none`.
@@ -216,6 +273,8 @@ impl Default for KafkaSettings {
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 300_000,
             auto_offset_reset: "earliest".into(),
+            security: KafkaSecurity::default(),
+            tls: TlsSettings::default(),
             extra: BTreeMap::new(),
         }
     }
@@ -229,6 +288,10 @@ impl Default for RegistrySettings {
             timeout_ms: 5_000,
             user: None,
             password: Secret::default(),
+            password_file: None,
+            bearer_token: Secret::default(),
+            bearer_token_file: None,
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -241,6 +304,7 @@ impl Default for ClickHouseSettings {
             user: "default".into(),
             password: Secret::default(),
             password_file: None,
+            tls: TlsSettings::default(),
             insert_timeout_ms: 30_000,
             query_timeout_ms: 10_000,
             compression: "lz4".into(),
@@ -370,7 +434,12 @@ pub fn load(
 #[derive(Debug, Clone)]
 pub struct Validated {
     pub settings: Settings,
+    /// `kafka.security` and `kafka.tls` as librdkafka properties (SASL password included).
+    pub kafka_security: KafkaProperties,
     pub clickhouse_password: Secret,
+    /// For an `https://` ClickHouse URL.
+    pub clickhouse_tls: Option<Tls>,
+    pub registry_access: RegistryAccess,
     pub pii_key: Secret,
     pub admin_addr: SocketAddr,
     /// The region reference codes are checked against: the shipped one, or
@@ -385,31 +454,6 @@ impl Validated {
             max_bytes: self.settings.batch.max_bytes,
             max_age: Duration::from_millis(self.settings.batch.max_age_ms),
         }
-    }
-}
-
-fn read_secret(
-    inline: &Secret,
-    file: &Option<PathBuf>,
-    what: &str,
-    problems: &mut Vec<String>,
-) -> Secret {
-    match file {
-        Some(path) if !inline.0.is_empty() => {
-            problems.push(format!(
-                "{what}: set either the value or the file ({}), not both",
-                path.display()
-            ));
-            Secret::default()
-        }
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(s) => Secret(s.trim_end_matches(['\n', '\r']).to_string()),
-            Err(e) => {
-                problems.push(format!("{what}: cannot read {}: {e}", path.display()));
-                Secret::default()
-            }
-        },
-        None => inline.clone(),
     }
 }
 
@@ -464,6 +508,9 @@ pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
     s.registry.url = s.registry.url.filter(|u| !u.trim().is_empty());
     s.registry.dir = s.registry.dir.filter(|d| !d.as_os_str().is_empty());
     s.clickhouse.cluster = s.clickhouse.cluster.filter(|c| !c.trim().is_empty());
+    for t in [&mut s.kafka.tls, &mut s.registry.tls, &mut s.clickhouse.tls] {
+        *t = std::mem::take(t).normalised();
+    }
     s.reference.regions_file = s
         .reference
         .regions_file
@@ -512,11 +559,8 @@ pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
                 .into(),
         ),
         (Some(_), Some(_)) => p.push("registry: set registry.url or registry.dir, not both".into()),
-        (Some(u), None) if u.starts_with("https://") => p.push(format!(
-            "registry.url: {u:?}: this build's registry client has no TLS; use an http:// URL (a TLS proxy on the same host, for one)"
-        )),
-        (Some(u), None) if !u.starts_with("http://") => {
-            p.push(format!("registry.url: {u:?} is not an http URL"))
+        (Some(u), None) if !u.starts_with("http://") && !u.starts_with("https://") => {
+            p.push(format!("registry.url: {u:?} is not an http:// or https:// URL"))
         }
         (None, Some(d)) if !d.join("registry.json").is_file() => p.push(format!(
             "registry.dir: {} has no registry.json",
@@ -525,16 +569,21 @@ pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
         _ => {}
     }
     let c = &s.clickhouse;
-    if c.url.starts_with("https://") {
-        // Without this check an https URL would be retried as "not reachable yet" for
-        // retry.connect's whole budget.
+    if !c.url.starts_with("http://") && !c.url.starts_with("https://") {
         p.push(format!(
-            "clickhouse.url: {:?}: this build's ClickHouse client has no TLS; use an http:// URL (a TLS proxy on the same host, for one)",
+            "clickhouse.url: {:?} is not an http:// or https:// URL",
             c.url
         ));
-    } else if !c.url.starts_with("http://") {
-        p.push(format!("clickhouse.url: {:?} is not an http URL", c.url));
     }
+    let clickhouse_tls = Tls::for_url("clickhouse.tls", &c.url, &c.tls, &mut p);
+    let registry_access = RegistryAccess::from_settings(&s.registry, &mut p);
+    let sasl_password = read_secret(
+        &k.security.sasl_password,
+        &k.security.sasl_password_file,
+        "kafka.security.sasl_password",
+        &mut p,
+    );
+    let kafka_security = kafka_properties(k, &sasl_password, &mut p);
     if !is_identifier(&c.database) {
         p.push(format!(
             "clickhouse.database: {:?} is not a plain identifier",
@@ -637,7 +686,10 @@ pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
     match admin_addr {
         Some(admin_addr) if p.is_empty() => Ok(Validated {
             settings: s,
+            kafka_security,
             clickhouse_password,
+            clickhouse_tls,
+            registry_access,
             pii_key,
             admin_addr,
             regions,

@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod registry;
 pub mod retry;
+pub mod security;
 pub mod service;
 
 pub use service::{EXIT_UNFLUSHED, main_for, run_service, shutdown_signal};

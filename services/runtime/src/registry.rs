@@ -8,6 +8,37 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::RegistrySettings;
+use crate::security::{RegistryAccess, RegistryAuth, tls_failure};
+
+fn authorised(req: reqwest::RequestBuilder, auth: &RegistryAuth) -> reqwest::RequestBuilder {
+    match auth {
+        RegistryAuth::None => req,
+        RegistryAuth::Basic { user, password } => req.basic_auth(user, Some(&password.0)),
+        RegistryAuth::Bearer(token) => req.bearer_auth(&token.0),
+    }
+}
+
+/// A request that got no answer: a TLS failure is final, anything else may pass.
+fn unreachable(e: reqwest::Error) -> FetchError {
+    match tls_failure(&e) {
+        Some(t) => FetchError::Refused(t),
+        None => FetchError::Unavailable(e.to_string()),
+    }
+}
+
+/// 401 and 403 are final: the credentials (`registry.user`/`password` or `bearer_token`) are
+/// wrong or lack the right to read schemas.
+fn refused(status: reqwest::StatusCode) -> Result<(), FetchError> {
+    match status.as_u16() {
+        401 => Err(FetchError::Refused(
+            "HTTP 401: the registry did not accept the credentials (registry.user and registry.password, or registry.bearer_token)".into(),
+        )),
+        403 => Err(FetchError::Refused(
+            "HTTP 403: the credentials are not allowed to read schemas".into(),
+        )),
+        _ => Ok(()),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -17,6 +48,10 @@ pub enum FetchError {
     /// The registry could not be asked: retry, never dead-letter.
     #[error("schema registry unavailable: {0}")]
     Unavailable(String),
+    /// The registry refused this service (HTTP 401/403) or its TLS certificate is not one to
+    /// trust: no retry fixes it, the service stops.
+    #[error("schema registry: {0}")]
+    Refused(String),
 }
 
 pub enum SchemaSource {
@@ -27,24 +62,27 @@ pub enum SchemaSource {
     Rest {
         client: reqwest::Client,
         base: String,
-        auth: Option<(String, String)>,
+        auth: RegistryAuth,
     },
 }
 
 impl SchemaSource {
-    pub fn from_settings(s: &RegistrySettings) -> Result<Self, String> {
+    /// The REST registry at `registry.url` with `access` (from the validated settings), or the
+    /// file registry at `registry.dir`.
+    pub fn from_settings(s: &RegistrySettings, access: &RegistryAccess) -> Result<Self, String> {
         if let Some(url) = &s.url {
-            let client = reqwest::Client::builder()
+            let mut b = reqwest::Client::builder()
                 .timeout(Duration::from_millis(s.timeout_ms))
                 .connect_timeout(Duration::from_millis(s.timeout_ms))
-                .tcp_nodelay(true)
-                .build()
-                .map_err(|e| e.to_string())?;
-            let auth = s.user.clone().map(|u| (u, s.password.0.clone()));
+                .tcp_nodelay(true);
+            if let Some(tls) = &access.tls {
+                b = b.use_preconfigured_tls(tls.connector.clone());
+            }
+            let client = b.build().map_err(|e| e.to_string())?;
             return Ok(SchemaSource::Rest {
                 client,
                 base: url.trim_end_matches('/').to_string(),
-                auth,
+                auth: access.auth.clone(),
             });
         }
         let dir = s.dir.clone().ok_or("no registry configured")?;
@@ -67,6 +105,27 @@ impl SchemaSource {
         Ok(SchemaSource::Files { dir, ids })
     }
 
+    /// Start-up check of a REST registry (`GET /subjects`): refused credentials or an
+    /// untrusted certificate stop the service before it consumes; a registry that does not
+    /// answer yet is only logged (each schema fetch retries on its own).
+    pub async fn check(&self) -> Result<(), FetchError> {
+        let SchemaSource::Rest { client, base, auth } = self else {
+            return Ok(());
+        };
+        match authorised(client.get(format!("{base}/subjects")), auth)
+            .send()
+            .await
+            .map_err(unreachable)
+        {
+            Ok(resp) => refused(resp.status()),
+            Err(FetchError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "schema registry not reachable yet");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn fetch(&self, id: u32) -> Result<String, FetchError> {
         match self {
             SchemaSource::Files { dir, ids } => {
@@ -75,17 +134,14 @@ impl SchemaSource {
                     .map_err(|e| FetchError::Unavailable(format!("{file}: {e}")))
             }
             SchemaSource::Rest { client, base, auth } => {
-                let mut req = client.get(format!("{base}/schemas/ids/{id}"));
-                if let Some((u, p)) = auth {
-                    req = req.basic_auth(u, Some(p));
-                }
-                let resp = req
+                let resp = authorised(client.get(format!("{base}/schemas/ids/{id}")), auth)
                     .send()
                     .await
-                    .map_err(|e| FetchError::Unavailable(e.to_string()))?;
+                    .map_err(unreachable)?;
                 if resp.status() == reqwest::StatusCode::NOT_FOUND {
                     return Err(FetchError::NotFound(id));
                 }
+                refused(resp.status())?;
                 if !resp.status().is_success() {
                     return Err(FetchError::Unavailable(format!(
                         "GET /schemas/ids/{id}: HTTP {}",

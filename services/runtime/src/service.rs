@@ -163,6 +163,21 @@ async fn connect_clickhouse(v: &Validated) -> anyhow::Result<ClickHouse> {
     .map_err(|e| anyhow::anyhow!("ClickHouse not reachable: {e}"))
 }
 
+/// Asks the brokers for metadata, retrying brokers that do not answer yet (`retry.connect`);
+/// a TLS handshake or SASL login they refuse fails at once.
+async fn connect_kafka(v: &Validated, client: &kafka::GroupOffsets) -> anyhow::Result<()> {
+    with_retries(
+        v.settings.retry.connect,
+        || async { tokio::task::block_in_place(|| client.connect()) },
+        |e| matches!(e, kafka::ConnectError::Refused(_)),
+        |e, attempt, d| {
+            tracing::warn!(error = %e, attempt, retry_in = ?d, "Kafka not reachable yet");
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("Kafka: {e}"))
+}
+
 /// How often the probes read the adoption snapshot's `refreshed_at`.
 const SNAPSHOT_PROBE_EVERY: Duration = Duration::from_secs(60);
 
@@ -296,6 +311,12 @@ pub async fn run_service<F: Family>(
             return Ok(ExitCode::from(2));
         }
     };
+    // Then the brokers and the registry, so that a certificate or a password they refuse
+    // stops the service at once (README "Security").
+    connect_kafka(&v, &kafka.group_offsets).await?;
+    let schemas = SchemaSource::from_settings(&v.settings.registry, &v.registry_access)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    schemas.check().await?;
     let ch = connect_clickhouse(&v).await?;
     health.clickhouse_ok.store(true, Ordering::Relaxed);
     tracing::info!(
@@ -309,8 +330,6 @@ pub async fn run_service<F: Family>(
     }
     load_reference(&ch, &v).await?;
     let family = F::build(&v).map_err(|e| anyhow::anyhow!(e))?;
-    let schemas =
-        SchemaSource::from_settings(&v.settings.registry).map_err(|e| anyhow::anyhow!(e))?;
     let KafkaClients {
         consumer,
         producer,

@@ -70,7 +70,7 @@ pub async fn publish_all(env: &Env, topic: &str, msgs: &[(Vec<u8>, Vec<u8>)]) ->
     let mut ends = Ends::new();
     let msgs = msgs.iter().map(|(k, v)| (Some(k.as_slice()), v.as_slice()));
     umkm_e2e::publish_via(
-        &umkm_traffic::kafka::batching_producer(&env.brokers, 20)?,
+        &umkm_traffic::kafka::batching_producer(&env.kafka_config(), 20)?,
         topic,
         msgs,
         &mut ends,
@@ -500,7 +500,7 @@ pub async fn latency(
             }
             snaps
         });
-        let producer = umkm_traffic::kafka::batching_producer(&env.brokers, 5)?;
+        let producer = umkm_traffic::kafka::batching_producer(&env.kafka_config(), 5)?;
         let mut publisher =
             umkm_traffic::kafka::Publisher::new(&producer, n).recording_deliveries();
         let start = Instant::now();

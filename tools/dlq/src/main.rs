@@ -15,8 +15,9 @@ use umkm_dlq::record::DeadLetter;
 use umkm_dlq::replay;
 use umkm_dlq::select::{self, Selection};
 use umkm_dlq::summary::{Tally, rfc3339};
-use umkm_runtime::config::{RegistrySettings, Secret};
+use umkm_runtime::config::{RegistrySettings, Secret, TlsSettings};
 use umkm_runtime::registry::SchemaSource;
+use umkm_runtime::security::RegistryAccess;
 
 const USAGE: &str = "usage: umkm-dlq summary --topic DLQ [selection] [--json]
        umkm-dlq list    --topic DLQ [selection] [--limit N]
@@ -110,7 +111,7 @@ fn parse(args: Vec<String>) -> Result<Option<Opts>> {
         command,
         conn: Connection {
             brokers: env("UMKM_KAFKA_BROKERS").unwrap_or_else(|| "127.0.0.1:19092".into()),
-            extra: Vec::new(),
+            extra: kafka_security_from_env()?,
             timeout: Duration::from_secs(60),
         },
         topic: String::new(),
@@ -201,6 +202,48 @@ fn parse(args: Vec<String>) -> Result<Option<Opts>> {
     Ok(Some(o))
 }
 
+/// The services' `kafka.security` and `kafka.tls` from the same environment variables
+/// (`UMKM__KAFKA__SECURITY__*`, `UMKM__KAFKA__TLS__*`; README "Security"), checked the same
+/// way, so the SASL password need not go on the command line.
+fn kafka_security_from_env() -> Result<Vec<(String, String)>> {
+    use umkm_runtime::config::{KafkaSecurity, KafkaSettings};
+    let var = |k: &str| {
+        std::env::var(format!("UMKM__KAFKA__{k}"))
+            .ok()
+            .filter(|v| !v.is_empty())
+    };
+    let path = |k: &str| var(k).map(PathBuf::from);
+    let k = KafkaSettings {
+        security: KafkaSecurity {
+            protocol: var("SECURITY__PROTOCOL"),
+            sasl_mechanism: var("SECURITY__SASL_MECHANISM"),
+            sasl_username: var("SECURITY__SASL_USERNAME"),
+            sasl_password: Secret(var("SECURITY__SASL_PASSWORD").unwrap_or_default()),
+            sasl_password_file: path("SECURITY__SASL_PASSWORD_FILE"),
+        },
+        tls: TlsSettings {
+            ca_file: path("TLS__CA_FILE"),
+            cert_file: path("TLS__CERT_FILE"),
+            key_file: path("TLS__KEY_FILE"),
+        },
+        ..KafkaSettings::default()
+    };
+    let mut problems = Vec::new();
+    let password = umkm_runtime::security::read_secret(
+        &k.security.sasl_password,
+        &k.security.sasl_password_file,
+        "kafka.security.sasl_password",
+        &mut problems,
+    );
+    let props = umkm_runtime::security::kafka_properties(&k, &password, &mut problems);
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
+    Ok(props
+        .0
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect())
+}
+
 /// The registry values are decoded with, when one is configured or `./schemas/avro` exists.
 fn schemas(o: &Opts) -> Result<Option<Schemas>> {
     let dir = o.registry_dir.clone().or_else(|| {
@@ -210,14 +253,28 @@ fn schemas(o: &Opts) -> Result<Option<Schemas>> {
     if o.registry_url.is_none() && dir.is_none() {
         return Ok(None);
     }
+    // The services' registry settings from the environment (README "Security").
+    let var = |k: &str| std::env::var(format!("UMKM__REGISTRY__{k}")).ok();
+    let path = |k: &str| var(k).map(PathBuf::from);
     let settings = RegistrySettings {
         url: o.registry_url.clone(),
         dir: if o.registry_url.is_some() { None } else { dir },
         timeout_ms: 5_000,
-        user: std::env::var("UMKM__REGISTRY__USER").ok(),
-        password: Secret(std::env::var("UMKM__REGISTRY__PASSWORD").unwrap_or_default()),
+        user: var("USER"),
+        password: Secret(var("PASSWORD").unwrap_or_default()),
+        password_file: path("PASSWORD_FILE"),
+        bearer_token: Secret(var("BEARER_TOKEN").unwrap_or_default()),
+        bearer_token_file: path("BEARER_TOKEN_FILE"),
+        tls: TlsSettings {
+            ca_file: path("TLS__CA_FILE"),
+            cert_file: path("TLS__CERT_FILE"),
+            key_file: path("TLS__KEY_FILE"),
+        },
     };
-    let source = SchemaSource::from_settings(&settings).map_err(|e| anyhow::anyhow!(e))?;
+    let mut problems = Vec::new();
+    let access = RegistryAccess::from_settings(&settings, &mut problems);
+    anyhow::ensure!(problems.is_empty(), "registry: {}", problems.join("; "));
+    let source = SchemaSource::from_settings(&settings, &access).map_err(|e| anyhow::anyhow!(e))?;
     Ok(Some(Schemas::new(source)))
 }
 

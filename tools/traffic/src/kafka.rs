@@ -22,14 +22,23 @@ pub const PROJECT_TOPICS: &[(&str, i32)] = &[
     ("merchants.dlq", 1),
 ];
 
+/// A client configuration for `brokers` with `props` (librdkafka properties such as
+/// `security.protocol`, `sasl.*`, `ssl.*`: README "Security"), the base of every client here.
+pub fn client_config(brokers: &str, props: &[(String, String)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in props {
+        c.set(k, v);
+    }
+    c
+}
+
 /// Creates the topics that do not exist yet (an existing topic is fine), replication 1.
-pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<()> {
+pub async fn create_topics(base: &ClientConfig, topics: &[(&str, i32)]) -> Result<()> {
     if topics.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = base.create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
@@ -72,9 +81,9 @@ pub type Ends = BTreeMap<i32, i64>;
 /// multi-record batch with no data, so a consumer restarting at a committed offset in the
 /// middle of a producer batch would stall there. Apache Kafka returns the containing batch;
 /// users' producers need no such setting.
-pub fn single_record_producer(brokers: &str) -> Result<FutureProducer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+pub fn single_record_producer(base: &ClientConfig) -> Result<FutureProducer> {
+    Ok(base
+        .clone()
         .set("acks", "all")
         .set("batch.num.messages", "1")
         .set("linger.ms", "0")
@@ -83,9 +92,9 @@ pub fn single_record_producer(brokers: &str) -> Result<FutureProducer> {
 }
 
 /// Large batches, for publishing fast where nothing restarts inside a batch.
-pub fn batching_producer(brokers: &str, linger_ms: u32) -> Result<FutureProducer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+pub fn batching_producer(base: &ClientConfig, linger_ms: u32) -> Result<FutureProducer> {
+    Ok(base
+        .clone()
         .set("acks", "all")
         .set("linger.ms", linger_ms.to_string())
         .set("batch.num.messages", "10000")

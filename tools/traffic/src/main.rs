@@ -220,7 +220,7 @@ async fn topics_command(mut args: impl Iterator<Item = String>) -> Result<()> {
             .collect();
     }
     let refs: Vec<(&str, i32)> = wanted.iter().map(|(t, p)| (t.as_str(), *p)).collect();
-    create_topics(&brokers, &refs).await?;
+    create_topics(&umkm_traffic::kafka::client_config(&brokers, &[]), &refs).await?;
     for (t, p) in &wanted {
         println!("{t}:{p}");
     }

@@ -32,6 +32,14 @@ impl ClickHouseError {
                 let code = clickhouse_error::code_of(m);
                 (clickhouse_error::classify(code), code)
             }
+            // An untrusted or expired certificate: no retry fixes it (README "Security").
+            E::Network(n) if crate::security::tls_failure(n.as_ref()).is_some() => {
+                return ClickHouseError {
+                    class: ErrorClass::Fatal,
+                    code: None,
+                    message: crate::security::tls_failure(n.as_ref()).unwrap_or(message),
+                };
+            }
             E::Network(_) | E::TimedOut => (ErrorClass::Retryable, None),
             // The row does not fit the table: a deployment problem, not a passing one.
             E::SchemaMismatch(_) | E::NotEnoughData | E::InvalidColumnsHeader(_) => {
@@ -103,8 +111,22 @@ pub(super) fn without_url(e: &reqwest::Error) -> String {
     s
 }
 
-fn http_client(connect_timeout: Duration) -> Client {
+/// The TLS of an `https://` URL (`clickhouse.tls`), or a default one that an `http://` URL never
+/// uses.
+fn tls_connector(v: &Validated) -> Result<native_tls::TlsConnector, ClickHouseError> {
+    match &v.clickhouse_tls {
+        Some(t) => Ok(t.connector.clone()),
+        None => native_tls::TlsConnector::new().map_err(|e| ClickHouseError {
+            class: ErrorClass::Fatal,
+            code: None,
+            message: format!("TLS: {e}"),
+        }),
+    }
+}
+
+fn http_client(connect_timeout: Duration, tls: native_tls::TlsConnector) -> Client {
     let mut connector = HttpConnector::new();
+    connector.enforce_http(false);
     // Without it every INSERT stalls ~40 ms on Nagle + delayed ACK (docs/benchmarks.md, "How the defaults were chosen").
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
@@ -114,7 +136,7 @@ fn http_client(connect_timeout: Duration) -> Client {
             // Below ClickHouse's keep-alive timeout (3 s before 23.11, 10 s after).
             .pool_idle_timeout(Duration::from_millis(2_500))
             .pool_max_idle_per_host(4)
-            .build(connector),
+            .build(hyper_tls::HttpsConnector::from((connector, tls.into()))),
     )
 }
 
@@ -167,7 +189,8 @@ impl ClickHouse {
             Compression::None
         };
         let cluster_settings = cluster_settings(c);
-        let mut admin = http_client(query_timeout)
+        let tls = tls_connector(v)?;
+        let mut admin = http_client(query_timeout, tls.clone())
             .with_url(&c.url)
             .with_user(&c.user)
             .with_password(&v.clickhouse_password.0)
@@ -209,6 +232,7 @@ impl ClickHouse {
                 column_comments: modern,
             },
             http: reqwest::Client::builder()
+                .use_preconfigured_tls(tls)
                 .tcp_nodelay(true)
                 .connect_timeout(query_timeout)
                 .pool_idle_timeout(Duration::from_millis(2_500))

@@ -124,10 +124,17 @@ impl ClickHouse {
         by_date: bool,
         mut each: impl FnMut(&str),
     ) -> Result<(), ClickHouseError> {
-        let failed = |e: &reqwest::Error| ClickHouseError {
-            class: ErrorClass::Retryable,
-            code: None,
-            message: format!("dedup lookup: {}", without_url(e)),
+        let failed = |e: &reqwest::Error| match crate::security::tls_failure(e) {
+            Some(tls) => ClickHouseError {
+                class: ErrorClass::Fatal,
+                code: None,
+                message: format!("dedup lookup: {tls}"),
+            },
+            None => ClickHouseError {
+                class: ErrorClass::Retryable,
+                code: None,
+                message: format!("dedup lookup: {}", without_url(e)),
+            },
         };
         let max_execution_time = self.query_timeout.as_secs().max(1).to_string();
         for part in keys.chunks(chunk.max(1)) {

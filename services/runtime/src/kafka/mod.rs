@@ -13,7 +13,7 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::FutureProducer;
 
-pub use group_lag::{GroupOffsets, PartitionOffsets};
+pub use group_lag::{ConnectError, GroupOffsets, PartitionOffsets};
 pub use rebalance::{Assignment, ConsumerCtx, RebalanceEvent};
 
 use crate::config::Validated;
@@ -57,9 +57,14 @@ pub fn describe(e: &rdkafka::error::KafkaError) -> String {
     }
 }
 
+/// What every client shares: the brokers and how the connections to them are secured
+/// (`kafka.security`, `kafka.tls`; README "Security").
 fn base(v: &Validated) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &v.settings.kafka.brokers);
+    for (key, value) in &v.kafka_security.0 {
+        c.set(*key, value);
+    }
     c
 }
 

@@ -65,7 +65,7 @@ impl<E: DeserializeOwned> Decoding<E> {
             let fetched = with_retries(
                 self.retry,
                 || source.fetch(id),
-                |e| matches!(e, FetchError::NotFound(_)),
+                |e| matches!(e, FetchError::NotFound(_) | FetchError::Refused(_)),
                 |e, attempt, d| {
                     metrics
                         .retries
