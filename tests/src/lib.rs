@@ -399,6 +399,23 @@ impl ConsumerSetup {
         Ok(s)
     }
 
+    /// The setup's file registry (`registry.json` and its `.avsc` files) as id → schema text,
+    /// for a stand-in REST registry ([`serve_registry_with`]).
+    pub fn registry_schemas(&self) -> Result<BTreeMap<u32, String>> {
+        let index: BTreeMap<String, String> = serde_json::from_str(&std::fs::read_to_string(
+            self.registry_dir.join("registry.json"),
+        )?)?;
+        index
+            .into_iter()
+            .map(|(id, file)| {
+                Ok((
+                    id.parse()?,
+                    std::fs::read_to_string(self.registry_dir.join(file))?,
+                ))
+            })
+            .collect()
+    }
+
     pub fn with_env(mut self, k: &str, v: &str) -> Self {
         self.extra_env.push((k.into(), v.into()));
         self

@@ -118,29 +118,13 @@ impl Secured {
     }
 }
 
-/// The setup's file registry (`registry.json` and its `.avsc` files) as id → schema text.
-fn schemas_of(s: &ConsumerSetup) -> Result<BTreeMap<u32, String>> {
-    let index: BTreeMap<String, String> = serde_json::from_str(&std::fs::read_to_string(
-        s.registry_dir.join("registry.json"),
-    )?)?;
-    index
-        .into_iter()
-        .map(|(id, file)| {
-            Ok((
-                id.parse()?,
-                std::fs::read_to_string(s.registry_dir.join(file))?,
-            ))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sasl_ssl_with_mtls_https_clickhouse_and_an_https_registry_land_exactly() -> Result<()> {
     let sec = Secured::from_env()?;
     let base = Env::from_env();
     let s = ConsumerSetup::prepare("tls_e2e")?;
     let (registry, log) =
-        serve_registry_with(schemas_of(&s)?, sec.registry("server", true)).await?;
+        serve_registry_with(s.registry_schemas()?, sec.registry("server", true)).await?;
     let env = sec.env(&base, &s.work_dir, &registry)?;
     umkm_e2e::create_topic(&env, &s.topic, PARTITIONS).await?;
     umkm_e2e::create_topic(&env, &s.dlq_topic, 1).await?;
@@ -285,7 +269,7 @@ async fn a_wrong_ca_an_expired_certificate_or_a_wrong_password_fail_fast_and_say
     let sec = Secured::from_env()?;
     let base = Env::from_env();
     let s = ConsumerSetup::prepare("tls_refused")?;
-    let schemas = schemas_of(&s)?;
+    let schemas = s.registry_schemas()?;
     let (registry, _) = serve_registry_with(schemas.clone(), sec.registry("server", true)).await?;
     let (expired_registry, _) = serve_registry_with(schemas, sec.registry("expired", true)).await?;
     let env = sec.env(&base, &s.work_dir, &registry)?;

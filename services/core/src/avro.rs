@@ -67,8 +67,17 @@ pub struct Decoder {
     entries: HashMap<u32, Arc<Entry>>,
 }
 
+/// The largest single allocation decoding may make (a string, bytes or array length read from
+/// the datum). apache-avro allocates what a length says before reading it, and its default cap
+/// is 512 MiB: a 20-byte garbage message could ask for that. A datum cannot hold more than its
+/// message, and a broker's messages are 1 MiB by default (README "Fuzzing").
+pub const MAX_ALLOCATION_BYTES: usize = 16 << 20;
+
 impl Decoder {
+    /// Also caps apache-avro's allocations process-wide at [`MAX_ALLOCATION_BYTES`] (the first
+    /// cap set in a process stays).
     pub fn new(reader_schema_json: &str) -> Result<Self, apache_avro::Error> {
+        apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
         let schema = Schema::parse_str(reader_schema_json)?;
         Ok(Self {
             // Schemas live as long as the process: a handful per service.

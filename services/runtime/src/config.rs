@@ -58,6 +58,9 @@ pub struct KafkaSettings {
     pub group_id: String,
     pub topic: String,
     pub dlq_topic: String,
+    /// A dead letter whose payload is larger goes without it (headers, source coordinates and
+    /// `dlq.payload_omitted_bytes` only): below the DLQ producer's `message.max.bytes`.
+    pub dlq_max_payload_bytes: usize,
     pub session_timeout_ms: u64,
     pub max_poll_interval_ms: u64,
     /// `earliest` or `latest`: where a group without committed offsets starts.
@@ -270,6 +273,7 @@ impl Default for KafkaSettings {
             group_id: String::new(),
             topic: String::new(),
             dlq_topic: "payments.dlq".into(),
+            dlq_max_payload_bytes: 900_000,
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 300_000,
             auto_offset_reset: "earliest".into(),
@@ -391,17 +395,35 @@ pub fn load(
     file: Option<&std::path::Path>,
     env: &BTreeMap<String, String>,
 ) -> Result<Settings, String> {
+    let toml = match file {
+        Some(f) if !f.exists() => {
+            return Err(format!("config file {} does not exist", f.display()));
+        }
+        Some(f) => Some(
+            std::fs::read_to_string(f).map_err(|e| format!("config file {}: {e}", f.display()))?,
+        ),
+        None => None,
+    };
+    load_toml(defaults, toml.as_deref(), env).map_err(|e| match file {
+        Some(f) => format!("{}: {e}", f.display()),
+        None => e,
+    })
+}
+
+/// [`load`] with the file's text (the config loader's fuzz target feeds it arbitrary text).
+pub fn load_toml(
+    defaults: &ServiceDefaults,
+    toml: Option<&str>,
+    env: &BTreeMap<String, String>,
+) -> Result<Settings, String> {
     let mut base = Settings::default();
     base.kafka.topic = defaults.topic.into();
     base.kafka.dlq_topic = defaults.dlq_topic.into();
     base.kafka.group_id = defaults.group_id.into();
     let mut b = config::Config::builder()
         .add_source(config::Config::try_from(&base).map_err(|e| e.to_string())?);
-    if let Some(f) = file {
-        if !f.exists() {
-            return Err(format!("config file {} does not exist", f.display()));
-        }
-        b = b.add_source(config::File::from(f.to_path_buf()));
+    if let Some(text) = toml {
+        b = b.add_source(config::File::from_str(text, config::FileFormat::Toml));
     }
     let env_map: std::collections::HashMap<String, String> = env
         .iter()
@@ -527,6 +549,9 @@ pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
     }
     if k.dlq_topic.trim().is_empty() {
         p.push("kafka.dlq_topic: empty".into());
+    }
+    if !(1_024..=100 << 20).contains(&k.dlq_max_payload_bytes) {
+        p.push("kafka.dlq_max_payload_bytes: must be between 1024 and 104857600".into());
     }
     if k.topic == k.dlq_topic {
         p.push(format!(

@@ -20,5 +20,6 @@ pub mod registry;
 pub mod retry;
 pub mod security;
 pub mod service;
+pub mod untrusted;
 
 pub use service::{EXIT_UNFLUSHED, main_for, run_service, shutdown_signal};

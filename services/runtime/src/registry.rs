@@ -26,6 +26,43 @@ fn unreachable(e: reqwest::Error) -> FetchError {
     }
 }
 
+/// Bound on a registry answer: a writer schema is a few KiB; a larger answer is a registry
+/// fault, not a schema (README "Fuzzing").
+pub const MAX_ANSWER_BYTES: usize = 4 << 20;
+
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, FetchError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+        if body.len() + chunk.len() > limit {
+            return Err(FetchError::Unavailable(format!(
+                "registry answer larger than {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The writer schema in a registry's answer to `GET /schemas/ids/{id}`
+/// (`{"schema": "...", "schemaType": "AVRO"}`; no `schemaType` means Avro). A schema of
+/// another type is an unknown id for an Avro consumer.
+pub fn schema_of_answer(id: u32, body: &[u8]) -> Result<String, FetchError> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        schema: String,
+        #[serde(rename = "schemaType")]
+        schema_type: Option<String>,
+    }
+    let body: Body = serde_json::from_slice(body)
+        .map_err(|e| FetchError::Unavailable(format!("registry answer: {e}")))?;
+    match body.schema_type.as_deref() {
+        None | Some("AVRO") => Ok(body.schema),
+        Some(other) => Err(FetchError::NotFound(id)).inspect_err(|_| {
+            tracing::warn!(schema_id = id, schema_type = other, "schema is not Avro")
+        }),
+    }
+}
+
 /// 401 and 403 are final: the credentials (`registry.user`/`password` or `bearer_token`) are
 /// wrong or lack the right to read schemas.
 fn refused(status: reqwest::StatusCode) -> Result<(), FetchError> {
@@ -148,22 +185,8 @@ impl SchemaSource {
                         resp.status()
                     )));
                 }
-                #[derive(serde::Deserialize)]
-                struct Body {
-                    schema: String,
-                    #[serde(rename = "schemaType")]
-                    schema_type: Option<String>,
-                }
-                let body: Body = resp
-                    .json()
-                    .await
-                    .map_err(|e| FetchError::Unavailable(format!("registry answer: {e}")))?;
-                match body.schema_type.as_deref() {
-                    None | Some("AVRO") => Ok(body.schema),
-                    Some(other) => Err(FetchError::NotFound(id)).inspect_err(|_| {
-                        tracing::warn!(schema_id = id, schema_type = other, "schema is not Avro")
-                    }),
-                }
+                let body = read_limited(resp, MAX_ANSWER_BYTES).await?;
+                schema_of_answer(id, &body)
             }
         }
     }

@@ -109,7 +109,11 @@ impl GroupOffsets {
     /// (blocking).
     pub fn connect(&self) -> Result<(), ConnectError> {
         let refused = || {
-            let _ = self.consumer.poll(Duration::ZERO);
+            // Each poll serves at most one queued event (errors reach `WatchCtx::error` this
+            // way); librdkafka queues a few per reconnect, so drain a bounded number.
+            for _ in 0..256 {
+                let _ = self.consumer.poll(Duration::ZERO);
+            }
             self.consumer
                 .context()
                 .refused

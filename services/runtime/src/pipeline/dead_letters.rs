@@ -96,6 +96,20 @@ pub struct DeadLetters {
     topic: String,
     service: &'static str,
     metrics: Arc<Metrics>,
+    /// `kafka.dlq_max_payload_bytes`: a larger payload is left out of its dead letter.
+    max_payload: usize,
+}
+
+/// A payload the DLQ producer could never send (over the broker's message size) would be
+/// retried until `retry.dlq` gave up and then again after every restart: a poison pill. It is
+/// left out instead; the dead letter keeps its headers, the source coordinates to fetch the
+/// original from, and `dlq.payload_omitted_bytes` with its size.
+fn fitting_payload(payload: Vec<u8>, max: usize) -> (Vec<u8>, Option<usize>) {
+    if payload.len() > max {
+        (Vec::new(), Some(payload.len()))
+    } else {
+        (payload, None)
+    }
 }
 
 impl DeadLetters {
@@ -104,12 +118,14 @@ impl DeadLetters {
         topic: String,
         service: &'static str,
         metrics: Arc<Metrics>,
+        max_payload: usize,
     ) -> Self {
         DeadLetters {
             producer,
             topic,
             service,
             metrics,
+            max_payload,
         }
     }
 
@@ -121,7 +137,11 @@ impl DeadLetters {
         stage: Stage,
         reasons: &[Invalid],
     ) -> DeadLetter {
-        let hs = headers(self.service, &m, schema_id, stage, reasons, super::now_ms());
+        let mut hs = headers(self.service, &m, schema_id, stage, reasons, super::now_ms());
+        let (payload, omitted) = fitting_payload(m.payload, self.max_payload);
+        if let Some(n) = omitted {
+            hs.push(("dlq.payload_omitted_bytes", n.to_string()));
+        }
         tracing::warn!(
             topic = %m.topic,
             partition = m.partition,
@@ -129,6 +149,7 @@ impl DeadLetters {
             stage = stage.as_str(),
             rules = %hs[1].1,
             reason = %hs[0].1,
+            payload_omitted_bytes = omitted,
             "record dead-lettered"
         );
         let mut headers = OwnedHeaders::new_with_capacity(hs.len());
@@ -141,7 +162,7 @@ impl DeadLetters {
         let mut d = DeadLetter {
             partition: m.partition,
             key: m.key,
-            payload: m.payload,
+            payload,
             headers,
             stage,
             rule: reasons.first().map(|r| r.rule).unwrap_or("unknown"),
@@ -212,6 +233,15 @@ impl DeadLetters {
 }
 
 #[cfg(test)]
+mod payload_tests {
+    #[test]
+    fn an_oversized_payload_is_left_out_and_its_size_kept() {
+        assert_eq!(super::fitting_payload(vec![1; 10], 10), (vec![1; 10], None));
+        assert_eq!(super::fitting_payload(vec![1; 11], 10), (vec![], Some(11)));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use rdkafka::ClientConfig;
     use rdkafka::mocking::MockCluster;
@@ -266,7 +296,7 @@ mod tests {
 
     fn letters(producer: FutureProducer, n: usize) -> (DeadLetters, Vec<DeadLetter>) {
         let metrics = Arc::new(Metrics::new("test"));
-        let dl = DeadLetters::new(producer, "payments.dlq".into(), "test", metrics);
+        let dl = DeadLetters::new(producer, "payments.dlq".into(), "test", metrics, 1 << 20);
         let sent = (0..n)
             .map(|_| dl.send(received(), Some(4), Stage::Validate, &reasons()))
             .collect();

@@ -23,6 +23,9 @@ pub struct Decoding<E> {
     source: SchemaSource,
     retry: RetryPolicy,
     unknown_ids: HashMap<u32, Instant>,
+    /// Writer schemas that did not parse or resolve, with why: their records are refused
+    /// from memory for `UNKNOWN_ID_TTL`, without fetching the schema again for each.
+    refused_ids: HashMap<u32, (Instant, String)>,
     metrics: Arc<Metrics>,
     event: PhantomData<fn() -> E>,
 }
@@ -39,6 +42,7 @@ impl<E: DeserializeOwned> Decoding<E> {
             source,
             retry,
             unknown_ids: HashMap::new(),
+            refused_ids: HashMap::new(),
             metrics,
             event: PhantomData,
         })
@@ -60,6 +64,14 @@ impl<E: DeserializeOwned> Decoding<E> {
             {
                 return Ok(Err(DecodeError::UnknownSchemaId(id)));
             }
+            if let Some((t, message)) = self.refused_ids.get(&id)
+                && t.elapsed() < UNKNOWN_ID_TTL
+            {
+                return Ok(Err(DecodeError::Incompatible {
+                    id,
+                    message: message.clone(),
+                }));
+            }
             let metrics = &self.metrics;
             let source = &self.source;
             let fetched = with_retries(
@@ -78,6 +90,10 @@ impl<E: DeserializeOwned> Decoding<E> {
             match fetched {
                 Ok(json) => {
                     if let Err(e) = self.decoder.register(id, &json) {
+                        if let DecodeError::Incompatible { message, .. } = &e {
+                            self.refused_ids
+                                .insert(id, (Instant::now(), message.clone()));
+                        }
                         return Ok(Err(e));
                     }
                     tracing::info!(schema_id = id, "writer schema registered");

@@ -19,7 +19,7 @@
 //!   is still running on the server.
 
 mod batch;
-mod dead_letters;
+pub mod dead_letters;
 mod decode;
 mod dedup;
 mod failures;
@@ -87,6 +87,60 @@ pub enum PipelineError {
     InsertTask(String),
     #[error("the reader schema does not parse: {0}")]
     ReaderSchema(String),
+}
+
+/// What one message becomes once decoded: a row for the batch, or a dead letter with the stage
+/// that refused it and every reason (never none).
+#[derive(Debug)]
+pub enum Verdict<R> {
+    Keep(crate::family::Processed<R>),
+    DeadLetter {
+        stage: Stage,
+        schema_id: Option<u32>,
+        reasons: Vec<Invalid>,
+    },
+}
+
+/// The pure step from a decoded message to its [`Verdict`] (the pipeline's `intake`, and the
+/// fuzz targets and property tests that feed it untrusted bytes). `now_ms` is processing time.
+pub fn verdict<F: Family>(
+    family: &F,
+    m: &Received,
+    decoded: Result<(u32, F::Event), umkm_core::avro::DecodeError>,
+    now_ms: i64,
+) -> Verdict<F::Row> {
+    let (schema_id, event) = match decoded {
+        Ok(x) => x,
+        Err(e) => {
+            return Verdict::DeadLetter {
+                stage: Stage::Decode,
+                schema_id: Decoder::schema_id(&m.payload).ok(),
+                reasons: vec![Invalid::new(e.rule(), e.to_string())],
+            };
+        }
+    };
+    let meta = MessageMeta {
+        topic: &m.topic,
+        partition: m.partition,
+        offset: m.offset,
+        key: m.key.as_deref(),
+        schema_id,
+        now_ms,
+        now_secs: (now_ms / 1000) as u32,
+    };
+    match family.process(event, &meta) {
+        Ok(p) => Verdict::Keep(p),
+        Err(reasons) => Verdict::DeadLetter {
+            stage: Stage::Validate,
+            schema_id: Some(schema_id),
+            reasons: if reasons.is_empty() {
+                // A family that refused without saying why is a bug; the record still gets a reason.
+                vec![Invalid::new("invalid", "refused without a reason")]
+            } else {
+                reasons
+            },
+        },
+    }
 }
 
 /// What woke the loop up.
@@ -187,6 +241,7 @@ impl<F: Family> Pipeline<F> {
                 s.kafka.dlq_topic.clone(),
                 F::SERVICE,
                 p.metrics.clone(),
+                s.kafka.dlq_max_payload_bytes,
             ),
             dedup: Dedup::new(s.dedup.cache_keys, s.dedup.midnight_skew_ms),
             clickhouse: p.clickhouse,
@@ -309,30 +364,9 @@ impl<F: Family> Pipeline<F> {
     /// One message into the batch: an event, a dead letter, or only its offset.
     async fn intake(&mut self, m: Received) -> Result<(), PipelineError> {
         self.batch.count(&m, Instant::now(), self.policy.max_rows);
-        let (schema_id, event) = match self.decoding.decode(&m.payload).await? {
-            Ok(x) => x,
-            Err(e) => {
-                let schema_id = Decoder::schema_id(&m.payload).ok();
-                let reasons = [Invalid::new(e.rule(), e.to_string())];
-                let d = self
-                    .dead_letters
-                    .send(m, schema_id, Stage::Decode, &reasons);
-                self.batch.push_dead_letter(d);
-                return Ok(());
-            }
-        };
-        let now = now_ms();
-        let meta = MessageMeta {
-            topic: &m.topic,
-            partition: m.partition,
-            offset: m.offset,
-            key: m.key.as_deref(),
-            schema_id,
-            now_ms: now,
-            now_secs: (now / 1000) as u32,
-        };
-        match self.family.process(event, &meta) {
-            Ok(p) => self.batch.push(Candidate {
+        let decoded = self.decoding.decode(&m.payload).await?;
+        match verdict(&self.family, &m, decoded, now_ms()) {
+            Verdict::Keep(p) => self.batch.push(Candidate {
                 key: p.key,
                 alt: p.alt,
                 priority: p.priority,
@@ -340,10 +374,12 @@ impl<F: Family> Pipeline<F> {
                 offset: m.offset,
                 row: (p.event_date, p.row),
             }),
-            Err(reasons) => {
-                let d = self
-                    .dead_letters
-                    .send(m, Some(schema_id), Stage::Validate, &reasons);
+            Verdict::DeadLetter {
+                stage,
+                schema_id,
+                reasons,
+            } => {
+                let d = self.dead_letters.send(m, schema_id, stage, &reasons);
                 self.batch.push_dead_letter(d);
             }
         }
