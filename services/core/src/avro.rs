@@ -94,14 +94,30 @@ impl Decoder {
         self.entries.contains_key(&id)
     }
 
-    /// Registers the writer schema for `id`. Fails if it does not parse or cannot be resolved
-    /// against the reader schema.
-    pub fn register(&mut self, id: u32, writer_schema_json: &str) -> Result<(), DecodeError> {
+    /// Parses the writer schema of `id` and checks that it resolves to the reader schema,
+    /// without keeping anything (the registry-answer fuzz target calls this).
+    pub fn check_writer(&self, id: u32, writer_schema_json: &str) -> Result<Schema, DecodeError> {
         let incompatible = |e: apache_avro::Error| DecodeError::Incompatible {
             id,
             message: e.to_string(),
         };
         let writer = Schema::parse_str(writer_schema_json).map_err(incompatible)?;
+        GenericDatumReader::builder(&writer)
+            .reader_schema(self.reader_schema)
+            .build()
+            .map_err(incompatible)?;
+        Ok(writer)
+    }
+
+    /// Registers the writer schema for `id`. Fails if it does not parse or cannot be resolved
+    /// against the reader schema. Only a schema that resolves is kept, for the life of the
+    /// process (one per schema id; a refused one is freed).
+    pub fn register(&mut self, id: u32, writer_schema_json: &str) -> Result<(), DecodeError> {
+        let incompatible = |e: apache_avro::Error| DecodeError::Incompatible {
+            id,
+            message: e.to_string(),
+        };
+        let writer = self.check_writer(id, writer_schema_json)?;
         let writer: &'static Schema = Box::leak(Box::new(writer));
         let reader = GenericDatumReader::builder(writer)
             .reader_schema(self.reader_schema)

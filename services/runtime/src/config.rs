@@ -17,21 +17,10 @@ use umkm_core::batch::BatchPolicy;
 use umkm_core::reference::Regions;
 
 use crate::retry::RetryPolicy;
-use crate::security::{KafkaProperties, RegistryAccess, Tls, kafka_properties, read_secret};
-
-#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.is_empty() {
-            f.write_str("\"\"")
-        } else {
-            f.write_str("<redacted>")
-        }
-    }
-}
+use crate::security::{
+    KafkaProperties, RegistryAccess, RegistryAuth, Tls, kafka_properties, read_secret,
+};
+pub use crate::security::{KafkaSecurity, Secret, TlsSettings};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -71,48 +60,6 @@ pub struct KafkaSettings {
     pub tls: TlsSettings,
     /// Passed to librdkafka as is, last (any other property). Values are never logged.
     pub extra: BTreeMap<String, String>,
-}
-
-/// `kafka.security` (README "Security"): the protocol and, for `sasl_*`, the SASL login.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KafkaSecurity {
-    /// `plaintext` (unset), `ssl`, `sasl_plaintext` or `sasl_ssl`.
-    pub protocol: Option<String>,
-    /// `SCRAM-SHA-512`, `SCRAM-SHA-256` or `PLAIN`.
-    pub sasl_mechanism: Option<String>,
-    pub sasl_username: Option<String>,
-    pub sasl_password: Secret,
-    pub sasl_password_file: Option<PathBuf>,
-}
-
-/// TLS files of one connection (README "Security"). PEM files; the key PKCS#8 or PKCS#1,
-/// unencrypted.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsSettings {
-    /// The CA that signed the server's certificate; the only one trusted. Unset: the
-    /// system's CA store.
-    pub ca_file: Option<PathBuf>,
-    /// A client certificate (mutual TLS), with `key_file`.
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-}
-
-impl TlsSettings {
-    /// Empty paths (e.g. `UMKM__CLICKHOUSE__TLS__CA_FILE=`) mean unset.
-    fn normalised(self) -> TlsSettings {
-        let set = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
-        TlsSettings {
-            ca_file: set(self.ca_file),
-            cert_file: set(self.cert_file),
-            key_file: set(self.key_file),
-        }
-    }
-
-    pub fn is_set(&self) -> bool {
-        self != &TlsSettings::default()
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -479,6 +426,46 @@ impl Validated {
     }
 }
 
+/// The registry's credentials and TLS (README "Security"), secrets read from env or file.
+impl RegistryAccess {
+    pub fn from_settings(r: &RegistrySettings, problems: &mut Vec<String>) -> RegistryAccess {
+        let password = read_secret(&r.password, &r.password_file, "registry.password", problems);
+        let token = read_secret(
+            &r.bearer_token,
+            &r.bearer_token_file,
+            "registry.bearer_token",
+            problems,
+        );
+        let user = r.user.clone().filter(|u| !u.is_empty());
+        let auth = match (user, token.0.is_empty()) {
+            (Some(_), false) => {
+                problems.push(
+                    "registry: set registry.user (basic auth) or registry.bearer_token, not both"
+                        .into(),
+                );
+                RegistryAuth::None
+            }
+            (Some(user), true) => RegistryAuth::Basic { user, password },
+            (None, false) => RegistryAuth::Bearer(token),
+            (None, true) => {
+                if !password.0.is_empty() {
+                    problems.push("registry.password: set, but registry.user is not".into());
+                }
+                RegistryAuth::None
+            }
+        };
+        let tls = match &r.url {
+            Some(url) => Tls::for_url("registry.tls", url, &r.tls, problems),
+            None if r.tls.is_set() => {
+                problems.push("registry.tls: set, but registry.url is not".into());
+                None
+            }
+            None => None,
+        };
+        RegistryAccess { auth, tls }
+    }
+}
+
 /// The shipped region reference, or `reference.regions_file` read and checked.
 fn regions(r: &ReferenceSettings, problems: &mut Vec<String>) -> Arc<Regions> {
     let shipped = || Arc::new(Regions::shipped().clone());
@@ -608,7 +595,7 @@ pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
         "kafka.security.sasl_password",
         &mut p,
     );
-    let kafka_security = kafka_properties(k, &sasl_password, &mut p);
+    let kafka_security = kafka_properties(&k.security, &k.tls, &k.extra, &sasl_password, &mut p);
     if !is_identifier(&c.database) {
         p.push(format!(
             "clickhouse.database: {:?} is not a plain identifier",
@@ -864,5 +851,37 @@ mod tests {
         std::fs::write(&f, "[batch]\nmax_agee_ms = 750\n").unwrap();
         let err = load(&defaults(), Some(&f), &BTreeMap::new()).unwrap_err();
         assert!(err.contains("max_agee_ms"), "{err}");
+    }
+
+    #[test]
+    fn registry_credentials_one_kind() {
+        let mut r = RegistrySettings {
+            url: Some("https://registry:8081".into()),
+            user: Some("key".into()),
+            password: Secret("secret".into()),
+            ..RegistrySettings::default()
+        };
+        let mut p = Vec::new();
+        let a = RegistryAccess::from_settings(&r, &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        assert!(
+            matches!(&a.auth, RegistryAuth::Basic { user, password } if user == "key" && password.0 == "secret")
+        );
+        assert!(a.tls.is_some(), "https gets TLS with the system's roots");
+        assert!(!format!("{a:?}").contains("secret"));
+        r.bearer_token = Secret("tok".into());
+        RegistryAccess::from_settings(&r, &mut p);
+        assert!(p[0].contains("not both"), "{p:?}");
+        let r = RegistrySettings {
+            url: Some("http://registry:8081".into()),
+            tls: TlsSettings {
+                ca_file: Some("/x.pem".into()),
+                ..TlsSettings::default()
+            },
+            ..RegistrySettings::default()
+        };
+        let mut p = Vec::new();
+        RegistryAccess::from_settings(&r, &mut p);
+        assert!(p[0].contains("is not https://"), "{p:?}");
     }
 }

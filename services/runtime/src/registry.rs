@@ -113,7 +113,7 @@ impl SchemaSource {
                 .connect_timeout(Duration::from_millis(s.timeout_ms))
                 .tcp_nodelay(true);
             if let Some(tls) = &access.tls {
-                b = b.use_preconfigured_tls(tls.connector.clone());
+                b = b.use_preconfigured_tls(tls.connector()?);
             }
             let client = b.build().map_err(|e| e.to_string())?;
             return Ok(SchemaSource::Rest {

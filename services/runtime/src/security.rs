@@ -7,7 +7,65 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{KafkaSettings, RegistrySettings, Secret, TlsSettings};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("<redacted>")
+        }
+    }
+}
+
+/// `kafka.security` (README "Security"): the protocol and, for `sasl_*`, the SASL login.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSecurity {
+    /// `plaintext` (unset), `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub protocol: Option<String>,
+    /// `SCRAM-SHA-512`, `SCRAM-SHA-256` or `PLAIN`.
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Secret,
+    pub sasl_password_file: Option<PathBuf>,
+}
+
+/// TLS files of one connection (README "Security"). PEM files; the key PKCS#8 or PKCS#1,
+/// unencrypted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// The CA that signed the server's certificate; the only one trusted. Unset: the
+    /// system's CA store.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (mutual TLS), with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// Empty paths (e.g. `UMKM__CLICKHOUSE__TLS__CA_FILE=`) mean unset.
+    pub(crate) fn normalised(self) -> TlsSettings {
+        let set = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
+        TlsSettings {
+            ca_file: set(self.ca_file),
+            cert_file: set(self.cert_file),
+            key_file: set(self.key_file),
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self != &TlsSettings::default()
+    }
+}
 
 /// The SASL mechanisms this build's librdkafka speaks.
 pub const SASL_MECHANISMS: [&str; 3] = ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"];
@@ -66,11 +124,12 @@ impl std::fmt::Debug for KafkaProperties {
 /// is the password already read from its env or file. Pure but for checking that the TLS files
 /// can be read.
 pub fn kafka_properties(
-    k: &KafkaSettings,
+    s: &KafkaSecurity,
+    tls: &TlsSettings,
+    extra: &BTreeMap<String, String>,
     sasl_password: &Secret,
     problems: &mut Vec<String>,
 ) -> KafkaProperties {
-    let s = &k.security;
     let protocol = match s.protocol.as_deref().filter(|p| !p.trim().is_empty()) {
         None => None,
         Some(p) => match Protocol::parse(p) {
@@ -88,7 +147,6 @@ pub fn kafka_properties(
     if let Some(p) = protocol {
         props.push(("security.protocol", p.librdkafka().to_string()));
     }
-    let tls = &k.tls;
     if tls.is_set() && !effective.tls() {
         problems.push(format!(
             "kafka.tls: set, but kafka.security.protocol is {}: use ssl or sasl_ssl",
@@ -98,7 +156,7 @@ pub fn kafka_properties(
     check_tls_files("kafka.tls", tls, problems);
     // Without a CA file librdkafka would look where its own (vendored, static) OpenSSL was
     // configured, not in the system's store: `probe` searches the usual system paths.
-    if effective.tls() && tls.ca_file.is_none() && !k.extra.contains_key("ssl.ca.location") {
+    if effective.tls() && tls.ca_file.is_none() && !extra.contains_key("ssl.ca.location") {
         props.push(("ssl.ca.location", "probe".to_string()));
     }
     for (key, file) in [
@@ -155,7 +213,7 @@ pub fn kafka_properties(
         } else {
             std::slice::from_ref(key)
         };
-        for a in aliases.iter().filter(|a| k.extra.contains_key(**a)) {
+        for a in aliases.iter().filter(|a| extra.contains_key(**a)) {
             problems.push(format!(
                 "kafka.extra.{a}: also set by kafka.security / kafka.tls; set it in one place"
             ));
@@ -192,11 +250,13 @@ fn read_pem(f: &Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// TLS for one HTTP endpoint: an OpenSSL connector that trusts `ca_file` only (or the system's
-/// CA store) and presents the client certificate, if any. Debug shows the file names.
+/// TLS for one HTTP endpoint: the CA to trust only (or the system's CA store) and the client
+/// certificate, if any, checked at start-up; the OpenSSL connector is built when connecting
+/// ([`Tls::connector`]). Debug shows the file names.
 #[derive(Clone)]
 pub struct Tls {
-    pub connector: native_tls::TlsConnector,
+    ca: Option<native_tls::Certificate>,
+    identity: Option<native_tls::Identity>,
     files: TlsSettings,
 }
 
@@ -207,8 +267,8 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Tls {
-    /// For `url`: a connector when it is `https://`, None for `http://`; a problem when TLS
-    /// files are set for an `http://` URL or cannot be used.
+    /// For `url`: TLS when it is `https://`, None for `http://`; a problem when TLS files are
+    /// set for an `http://` URL or cannot be used.
     pub fn for_url(
         what: &str,
         url: &str,
@@ -226,11 +286,8 @@ impl Tls {
         if problems.len() > before {
             return None;
         }
-        match Self::build(files) {
-            Ok(connector) => Some(Tls {
-                connector,
-                files: files.clone(),
-            }),
+        match Self::load(files) {
+            Ok(t) => Some(t),
             Err(e) => {
                 problems.push(format!("{what}: {e}"));
                 None
@@ -238,26 +295,45 @@ impl Tls {
         }
     }
 
-    fn build(files: &TlsSettings) -> Result<native_tls::TlsConnector, String> {
+    fn load(files: &TlsSettings) -> Result<Tls, String> {
+        let ca = match &files.ca_file {
+            Some(ca) => Some(
+                native_tls::Certificate::from_pem(&read_pem(ca)?)
+                    .map_err(|e| format!("ca_file {}: {e}", ca.display()))?,
+            ),
+            None => None,
+        };
+        let identity = match (&files.cert_file, &files.key_file) {
+            (Some(cert), Some(key)) => {
+                Some(identity(&read_pem(cert)?, &read_pem(key)?).map_err(|e| {
+                    format!(
+                        "cert_file {} / key_file {}: {e}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?)
+            }
+            _ => None,
+        };
+        Ok(Tls {
+            ca,
+            identity,
+            files: files.clone(),
+        })
+    }
+
+    /// The OpenSSL connector: TLS 1.2 or later, `ca_file` the only CA trusted when set.
+    pub fn connector(&self) -> Result<native_tls::TlsConnector, String> {
         let mut b = native_tls::TlsConnector::builder();
         b.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
-        if let Some(ca) = &files.ca_file {
-            let pem = read_pem(ca)?;
-            let cert = native_tls::Certificate::from_pem(&pem)
-                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-            b.add_root_certificate(cert).disable_built_in_roots(true);
+        if let Some(ca) = &self.ca {
+            b.add_root_certificate(ca.clone())
+                .disable_built_in_roots(true);
         }
-        if let (Some(cert), Some(key)) = (&files.cert_file, &files.key_file) {
-            let identity = identity(&read_pem(cert)?, &read_pem(key)?).map_err(|e| {
-                format!(
-                    "cert_file {} / key_file {}: {e}",
-                    cert.display(),
-                    key.display()
-                )
-            })?;
-            b.identity(identity);
+        if let Some(id) = &self.identity {
+            b.identity(id.clone());
         }
-        b.build().map_err(|e| e.to_string())
+        b.build().map_err(|e| format!("TLS: {e}"))
     }
 }
 
@@ -373,45 +449,6 @@ pub struct RegistryAccess {
     pub tls: Option<Tls>,
 }
 
-impl RegistryAccess {
-    pub fn from_settings(r: &RegistrySettings, problems: &mut Vec<String>) -> RegistryAccess {
-        let password = read_secret(&r.password, &r.password_file, "registry.password", problems);
-        let token = read_secret(
-            &r.bearer_token,
-            &r.bearer_token_file,
-            "registry.bearer_token",
-            problems,
-        );
-        let user = r.user.clone().filter(|u| !u.is_empty());
-        let auth = match (user, token.0.is_empty()) {
-            (Some(_), false) => {
-                problems.push(
-                    "registry: set registry.user (basic auth) or registry.bearer_token, not both"
-                        .into(),
-                );
-                RegistryAuth::None
-            }
-            (Some(user), true) => RegistryAuth::Basic { user, password },
-            (None, false) => RegistryAuth::Bearer(token),
-            (None, true) => {
-                if !password.0.is_empty() {
-                    problems.push("registry.password: set, but registry.user is not".into());
-                }
-                RegistryAuth::None
-            }
-        };
-        let tls = match &r.url {
-            Some(url) => Tls::for_url("registry.tls", url, &r.tls, problems),
-            None if r.tls.is_set() => {
-                problems.push("registry.tls: set, but registry.url is not".into());
-                None
-            }
-            None => None,
-        };
-        RegistryAccess { auth, tls }
-    }
-}
-
 /// A secret given inline (env) or in a file (trailing newline dropped), never both.
 pub fn read_secret(
     inline: &Secret,
@@ -441,7 +478,14 @@ pub fn read_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::KafkaSecurity;
+
+    /// The three parts of `kafka.*` these checks read.
+    #[derive(Default)]
+    struct KafkaSettings {
+        security: KafkaSecurity,
+        tls: TlsSettings,
+        extra: BTreeMap<String, String>,
+    }
 
     fn kafka(protocol: Option<&str>, mechanism: Option<&str>, user: Option<&str>) -> KafkaSettings {
         KafkaSettings {
@@ -460,7 +504,13 @@ mod tests {
         password: &str,
     ) -> Result<Vec<(&'static str, String)>, Vec<String>> {
         let mut p = Vec::new();
-        let props = kafka_properties(k, &Secret(password.into()), &mut p);
+        let props = kafka_properties(
+            &k.security,
+            &k.tls,
+            &k.extra,
+            &Secret(password.into()),
+            &mut p,
+        );
         if p.is_empty() { Ok(props.0) } else { Err(p) }
     }
 
@@ -489,7 +539,13 @@ mod tests {
         );
         let shown = format!(
             "{:?}",
-            kafka_properties(&k, &Secret("pw".into()), &mut Vec::new())
+            kafka_properties(
+                &k.security,
+                &k.tls,
+                &k.extra,
+                &Secret("pw".into()),
+                &mut Vec::new()
+            )
         );
         assert!(
             !shown.contains("pw\"") && shown.contains("sasl.password"),
@@ -573,37 +629,5 @@ mod tests {
         let mut k = kafka(None, None, None);
         k.extra.insert("security.protocol".into(), "ssl".into());
         assert!(props(&k, "").is_ok());
-    }
-
-    #[test]
-    fn registry_credentials_one_kind() {
-        let mut r = RegistrySettings {
-            url: Some("https://registry:8081".into()),
-            user: Some("key".into()),
-            password: Secret("secret".into()),
-            ..RegistrySettings::default()
-        };
-        let mut p = Vec::new();
-        let a = RegistryAccess::from_settings(&r, &mut p);
-        assert!(p.is_empty(), "{p:?}");
-        assert!(
-            matches!(&a.auth, RegistryAuth::Basic { user, password } if user == "key" && password.0 == "secret")
-        );
-        assert!(a.tls.is_some(), "https gets TLS with the system's roots");
-        assert!(!format!("{a:?}").contains("secret"));
-        r.bearer_token = Secret("tok".into());
-        RegistryAccess::from_settings(&r, &mut p);
-        assert!(p[0].contains("not both"), "{p:?}");
-        let r = RegistrySettings {
-            url: Some("http://registry:8081".into()),
-            tls: TlsSettings {
-                ca_file: Some("/x.pem".into()),
-                ..TlsSettings::default()
-            },
-            ..RegistrySettings::default()
-        };
-        let mut p = Vec::new();
-        RegistryAccess::from_settings(&r, &mut p);
-        assert!(p[0].contains("is not https://"), "{p:?}");
     }
 }

@@ -235,7 +235,13 @@ fn kafka_security_from_env() -> Result<Vec<(String, String)>> {
         "kafka.security.sasl_password",
         &mut problems,
     );
-    let props = umkm_runtime::security::kafka_properties(&k, &password, &mut problems);
+    let props = umkm_runtime::security::kafka_properties(
+        &k.security,
+        &k.tls,
+        &k.extra,
+        &password,
+        &mut problems,
+    );
     anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
     Ok(props
         .0

@@ -114,14 +114,15 @@ pub(super) fn without_url(e: &reqwest::Error) -> String {
 /// The TLS of an `https://` URL (`clickhouse.tls`), or a default one that an `http://` URL never
 /// uses.
 fn tls_connector(v: &Validated) -> Result<native_tls::TlsConnector, ClickHouseError> {
-    match &v.clickhouse_tls {
-        Some(t) => Ok(t.connector.clone()),
-        None => native_tls::TlsConnector::new().map_err(|e| ClickHouseError {
-            class: ErrorClass::Fatal,
-            code: None,
-            message: format!("TLS: {e}"),
-        }),
-    }
+    let built = match &v.clickhouse_tls {
+        Some(t) => t.connector(),
+        None => native_tls::TlsConnector::new().map_err(|e| format!("TLS: {e}")),
+    };
+    built.map_err(|message| ClickHouseError {
+        class: ErrorClass::Fatal,
+        code: None,
+        message,
+    })
 }
 
 fn http_client(connect_timeout: Duration, tls: native_tls::TlsConnector) -> Client {

@@ -1,5 +1,6 @@
-//! Writes the fuzz targets' seed corpora under `fuzz/corpus/<target>/` from the traffic
-//! generators (good and bad records of every kind), the repo's schemas and sample settings.
+//! Writes the fuzz targets' seed corpora (README "Fuzzing") under `DIR/<target>/` (default
+//! `fuzz/corpus`) from the traffic generators (good and bad records of every kind), the repo's
+//! schemas and sample settings. `scripts/fuzz` runs it.
 
 use std::path::Path;
 
@@ -14,7 +15,11 @@ fn write_all(dir: &Path, items: impl IntoIterator<Item = Vec<u8>>) -> std::io::R
 }
 
 fn main() -> std::io::Result<()> {
-    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/corpus"));
+    let root = std::env::args()
+        .nth(1)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| umkm_e2e::repo_root().join("fuzz/corpus"));
+    let root = root.as_path();
     let take = |msgs: Vec<(Option<Vec<u8>>, Vec<u8>)>| -> Vec<Vec<u8>> {
         msgs.into_iter()
             .map(|(_, v)| v)
@@ -51,7 +56,7 @@ fn main() -> std::io::Result<()> {
             write_all(&root.join("family_merchant"), take(merchants.messages))?,
         ),
     ];
-    let schemas = umkm_fuzz::registry_dir();
+    let schemas = umkm_e2e::repo_root().join("schemas/avro");
     let mut answers = Vec::new();
     for entry in std::fs::read_dir(&schemas)? {
         let path = entry?.path();
