@@ -224,7 +224,7 @@ async fn kill_9_mid_stream_and_between_insert_and_commit_still_exact() -> Result
     publish_tracked(&env, &s.topic, &plan.messages, &mut ends).await?;
 
     // 1. Dies (abort, like kill -9) right after its 3rd insert, before committing it.
-    let crash = s.clone().with_env("UMKM_FAULT_ABORT_AFTER_INSERTS", "3");
+    let crash = s.clone().with_env("UMKM_FAULT", "after-insert@3");
     let mut c = ConsumerProc::start(&env, &crash, "crash")?;
     wait_until(
         Duration::from_secs(60),

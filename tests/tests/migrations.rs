@@ -54,6 +54,22 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
         ]
         .map(String::from),
     );
+    // The fenced insert (README "Delivery guarantees") on current ClickHouse, into a table of
+    // its own (the views' checks below read the facts): a table stands in for the external one. Partition 0's latest claim is "new"; with it the row lands, with the
+    // stale "old" the condition is non-zero, so the statement would throw.
+    let fence = |id: &str| umkm_runtime::clickhouse::Fence {
+        topic: "t".into(),
+        claims: [(0, id.to_string())].into(),
+    };
+    statements.extend([
+        "CREATE TABLE umkm_chdb._umkm_rows (dedup_key String, nmid String, event_date Date) ENGINE = Memory".to_string(),
+        "INSERT INTO umkm_chdb._umkm_rows VALUES ('f1', 'ID1000000000001', '2025-06-04')".to_string(),
+        "CREATE TABLE umkm_chdb.fence_probe (dedup_key String, nmid String, event_date Date) ENGINE = Memory".to_string(),
+        "INSERT INTO umkm_chdb.partition_claims (target_table, topic, partition, claim, claim_id) VALUES \
+         ('fence_probe', 't', 0, 1, 'old'), ('fence_probe', 't', 0, 2, 'new')".to_string(),
+        umkm_runtime::clickhouse::fenced_insert_sql("umkm_chdb", "fence_probe", &["dedup_key", "nmid", "event_date"], &fence("new"))
+            .replace("FROM _umkm_rows", "FROM umkm_chdb._umkm_rows"),
+    ]);
     // The adoption snapshot rebuild, twice (the second replaces the first).
     for _ in 0..2 {
         statements.extend(umkm_core::adoption::rebuild_statements("umkm_chdb"));
@@ -73,6 +89,15 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
              \"qris\",\"qris_cpm\",\"NMID:ID1099999999999\",\"36.71\",\"food_beverage\""
         ).to_string(),
         "SELECT count() FROM umkm_chdb.ref_umkm_population=2".to_string(),
+        "SELECT count() FROM umkm_chdb.fence_probe WHERE dedup_key = 'f1'=1".to_string(),
+        format!(
+            "SELECT toUInt8({})=0",
+            umkm_runtime::clickhouse::fence_condition("umkm_chdb", "fence_probe", &fence("new"))
+        ),
+        format!(
+            "SELECT toUInt8({})=1",
+            umkm_runtime::clickhouse::fence_condition("umkm_chdb", "fence_probe", &fence("old"))
+        ),
         // Every column of every analysts' view is described, and no description is stale.
         (format!("{UNDESCRIBED}=0").replace("DB", "umkm_chdb")).to_string(),
         (format!("{STALE_DOCS}=0").replace("DB", "umkm_chdb")).to_string(),

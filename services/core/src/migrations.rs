@@ -52,6 +52,7 @@ pub const ALL: &[Migration] = &[
     migration!(16, "0016_ticket_rollup"),
     migration!(17, "0017_refund_links"),
     migration!(18, "0018_net_metrics"),
+    migration!(19, "0019_partition_claims"),
 ];
 
 /// ClickHouse's error code for "column with this name already exists".

@@ -5,13 +5,14 @@
 //! (`Received`) → [`pipeline`] (decode → family → batch → dead letters / dedup → insert →
 //! commit) → [`clickhouse`] (lookup, INSERT, schema). Around them: [`config`], [`retry`],
 //! [`metrics`], [`admin`] (health), [`progress`] (the group's lag and stalls), [`registry`],
-//! [`cli`].
+//! [`faults`] (fault injection for tests), [`cli`].
 
 pub mod admin;
 pub mod cli;
 pub mod clickhouse;
 pub mod config;
 pub mod family;
+pub mod faults;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub clickhouse_up: IntGauge,
     pub kafka_up: IntGauge,
     pub paused: IntGauge,
+    /// Inserts refused because another consumer claimed a partition of the batch.
+    pub fenced: IntCounter,
 }
 
 impl Metrics {
@@ -101,6 +103,14 @@ impl Metrics {
         .expect("metric");
         registry
             .register(Box::new(group_lag_errors.clone()))
+            .expect("register");
+        let fenced = IntCounter::new(
+            "fenced_inserts_total",
+            "Inserts refused because another consumer had claimed a partition of the batch (nothing of them was inserted)",
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(fenced.clone()))
             .expect("register");
         let m = Self {
             events: counter("events_total", "Consumed events by outcome", &["outcome"]),
@@ -177,6 +187,7 @@ impl Metrics {
                 "partitions_paused",
                 "1 while consumption is paused because ClickHouse or the DLQ is failing",
             ),
+            fenced,
             registry,
         };
         m.initialise_series();

@@ -83,8 +83,6 @@ impl ClickHouseError {
 pub struct ClickHouse {
     /// No default database: used for DDL and system tables.
     pub(super) admin: Client,
-    /// Bound to the target database, with validation set by server version.
-    pub(super) data: Client,
     pub database: String,
     pub server_version: (u32, u32),
     pub server_version_text: String,
@@ -100,6 +98,9 @@ pub struct ClickHouse {
     pub(super) url: String,
     pub(super) user: String,
     pub(super) password: crate::config::Secret,
+    /// The external-data structure of each table's inserted columns (`fence`), read once.
+    pub(super) structures:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<str>>>>,
 }
 
 /// A reqwest error without the request URL (it carries the query, not secrets, but is long).
@@ -109,6 +110,23 @@ pub(super) fn without_url(e: &reqwest::Error) -> String {
         s = s.replace(u.as_str(), "<clickhouse>");
     }
     s
+}
+
+/// A request of ours that did not get an answer: an untrusted certificate is fatal (no retry
+/// fixes it, README "Security"), anything else may pass.
+pub(super) fn request_failed(what: &str, e: &reqwest::Error) -> ClickHouseError {
+    match crate::security::tls_failure(e) {
+        Some(tls) => ClickHouseError {
+            class: ErrorClass::Fatal,
+            code: None,
+            message: format!("{what}: {tls}"),
+        },
+        None => ClickHouseError {
+            class: ErrorClass::Retryable,
+            code: None,
+            message: format!("{what}: {}", without_url(e)),
+        },
+    }
 }
 
 /// The TLS of an `https://` URL (`clickhouse.tls`), or a default one that an `http://` URL never
@@ -213,13 +231,8 @@ impl ClickHouse {
             message: format!("cannot parse server version {version_text:?}"),
         })?;
         let modern = server_version >= MODERN;
-        let data = admin
-            .clone()
-            .with_database(&c.database)
-            .with_validation(modern);
         Ok(ClickHouse {
             admin,
-            data,
             database: c.database.clone(),
             server_version,
             server_version_text: version_text,
@@ -246,6 +259,7 @@ impl ClickHouse {
             url: c.url.clone(),
             user: c.user.clone(),
             password: v.clickhouse_password.clone(),
+            structures: Default::default(),
         })
     }
 
@@ -262,6 +276,45 @@ impl ClickHouse {
             .await,
             Ok(Ok(1))
         )
+    }
+
+    /// POSTs a query whose body is *external data* (multipart, README "Delivery guarantees": the
+    /// lookup's keys, the fenced insert's rows) and returns the answer's text. `params` are the
+    /// query's URL parameters (the query, its tables' structure and format, settings).
+    pub(super) async fn post_external(
+        &self,
+        what: &str,
+        params: &[(&str, &str)],
+        boundary: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<String, ClickHouseError> {
+        let resp = self
+            .http
+            .post(&self.url)
+            .query(params)
+            .query(&self.cluster_settings)
+            .basic_auth(&self.user, Some(&self.password.0))
+            .header(
+                "Content-Type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| request_failed(what, &e))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| request_failed(what, &e))?;
+        if !status.is_success() {
+            let code = clickhouse_error::code_of(&text);
+            return Err(ClickHouseError {
+                class: clickhouse_error::classify(code),
+                code,
+                message: format!("{what}: HTTP {status}: {}", text.trim()),
+            });
+        }
+        Ok(text)
     }
 
     /// Runs one statement (DDL, or an INSERT … SELECT of the migrations and snapshots).

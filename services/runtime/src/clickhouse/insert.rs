@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use ::clickhouse::{RowOwned, RowWrite};
 use umkm_core::dedup::Key;
 
 use super::{ClickHouse, ClickHouseError};
@@ -91,32 +90,6 @@ impl ClickHouse {
         .map_err(|_| ClickHouseError::timeout("system.processes"))?
         .map_err(ClickHouseError::from_client)?;
         Ok(ids.iter().filter_map(|id| InsertId::parse(id)).collect())
-    }
-
-    /// One INSERT of `rows` into `id.table`, bounded by the insert timeout. `dedup_token` is
-    /// sent to servers >= 22.8 only.
-    pub async fn insert<'r, R: RowOwned + RowWrite + 'r>(
-        &self,
-        id: &InsertId,
-        rows: impl IntoIterator<Item = &'r R>,
-        dedup_token: &str,
-    ) -> Result<(), ClickHouseError> {
-        let mut ins = self
-            .data
-            .insert::<R>(&id.table)
-            .await
-            .map_err(ClickHouseError::from_client)?
-            .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout))
-            .with_setting("query_id", id.to_string());
-        if self.modern() {
-            ins = ins
-                .with_setting("insert_deduplication_token", dedup_token)
-                .with_setting("async_insert", "0");
-        }
-        for r in rows {
-            ins.write(r).await.map_err(ClickHouseError::from_client)?;
-        }
-        ins.end().await.map_err(ClickHouseError::from_client)
     }
 }
 

@@ -8,10 +8,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use umkm_core::clickhouse_error::{self, ErrorClass};
 use umkm_core::dedup::{Key, KeySet};
 
-use super::client::without_url;
 use super::{ClickHouse, ClickHouseError};
 
 const BOUNDARY: &str = "umkm-pulse-external-data-5f0c2a";
@@ -124,51 +122,23 @@ impl ClickHouse {
         by_date: bool,
         mut each: impl FnMut(&str),
     ) -> Result<(), ClickHouseError> {
-        let failed = |e: &reqwest::Error| match crate::security::tls_failure(e) {
-            Some(tls) => ClickHouseError {
-                class: ErrorClass::Fatal,
-                code: None,
-                message: format!("dedup lookup: {tls}"),
-            },
-            None => ClickHouseError {
-                class: ErrorClass::Retryable,
-                code: None,
-                message: format!("dedup lookup: {}", without_url(e)),
-            },
-        };
         let max_execution_time = self.query_timeout.as_secs().max(1).to_string();
         for part in keys.chunks(chunk.max(1)) {
             let req = lookup_request(&self.database, table, select, part, by_date);
-            let resp = self
-                .http
-                .post(&self.url)
-                .query(&[
-                    ("query", req.sql.as_str()),
-                    ("_umkm_keys_structure", "dedup_key String"),
-                    ("_umkm_keys_format", "TabSeparated"),
-                    ("max_execution_time", &max_execution_time),
-                ])
-                .query(&self.cluster_settings)
-                .basic_auth(&self.user, Some(&self.password.0))
-                .header(
-                    "Content-Type",
-                    format!("multipart/form-data; boundary={BOUNDARY}"),
+            let text = self
+                .post_external(
+                    "dedup lookup",
+                    &[
+                        ("query", req.sql.as_str()),
+                        ("_umkm_keys_structure", "dedup_key String"),
+                        ("_umkm_keys_format", "TabSeparated"),
+                        ("max_execution_time", &max_execution_time),
+                    ],
+                    BOUNDARY,
+                    req.body,
+                    self.query_timeout,
                 )
-                .timeout(self.query_timeout)
-                .body(req.body)
-                .send()
-                .await
-                .map_err(|e| failed(&e))?;
-            let status = resp.status();
-            let text = resp.text().await.map_err(|e| failed(&e))?;
-            if !status.is_success() {
-                let code = clickhouse_error::code_of(&text);
-                return Err(ClickHouseError {
-                    class: clickhouse_error::classify(code),
-                    code,
-                    message: format!("dedup lookup: HTTP {status}: {}", text.trim()),
-                });
-            }
+                .await?;
             text.lines().filter(|l| !l.is_empty()).for_each(&mut each);
         }
         Ok(())

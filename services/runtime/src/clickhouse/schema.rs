@@ -109,7 +109,7 @@ impl ClickHouse {
     }
 
     /// How many replicas `table` (replicated) has across the cluster.
-    async fn replicas_of(&self, table: &str) -> Result<u64, ClickHouseError> {
+    pub(super) async fn replicas_of(&self, table: &str) -> Result<u64, ClickHouseError> {
         let q = self.admin.query(&format!(
             "SELECT toUInt64(total_replicas) FROM system.replicas WHERE database = '{}' AND table = '{table}'",
             self.database

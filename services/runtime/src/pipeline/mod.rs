@@ -16,7 +16,12 @@
 //! - a failing insert keeps its batch, pauses the partitions and retries with bounded
 //!   exponential backoff (`retry.clickhouse`, `retry.dlq`); before a retry (and before the
 //!   first insert after an assignment) it waits until no insert of ours for those partitions
-//!   is still running on the server.
+//!   is still running on the server;
+//! - a consumer that lost a partition cannot insert its rows: each partition is claimed
+//!   before its first lookup and every insert is fenced by its batch's claims
+//!   (`crate::clickhouse::Fence`); a fenced batch is kept and its partitions are claimed again
+//!   only after `kafka.session_timeout_ms`, by when a consumer that really lost them has been
+//!   told so by the group.
 
 mod batch;
 pub mod dead_letters;
@@ -25,7 +30,7 @@ mod dedup;
 mod failures;
 mod insert;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -45,9 +50,10 @@ use self::dedup::Dedup;
 use self::failures::{Failures, WriteFailure};
 use self::insert::{InFlight, Inserted};
 use crate::admin::Health;
-use crate::clickhouse::{ClickHouse, ClickHouseError, InsertId, dedup_token};
+use crate::clickhouse::{ClickHouse, ClickHouseError, Fence, InsertId, dedup_token};
 use crate::config::Validated;
 use crate::family::{Family, MessageMeta};
+use crate::faults::{Faults, Point};
 use crate::kafka::{Consumer, RebalanceEvent, Received, TopicPartition};
 use crate::metrics::{DupStage, Metrics};
 use crate::registry::{FetchError, SchemaSource};
@@ -87,6 +93,8 @@ pub enum PipelineError {
     InsertTask(String),
     #[error("the reader schema does not parse: {0}")]
     ReaderSchema(String),
+    #[error("{0}")]
+    Fault(String),
 }
 
 /// What one message becomes once decoded: a row for the batch, or a dead letter with the stage
@@ -184,11 +192,15 @@ pub struct Pipeline<F: Family> {
     /// Partitions gained since their last commit: guard against a previous owner's insert
     /// that may still be running.
     newly_assigned: BTreeSet<i32>,
+    /// This consumer's claim id of each partition it holds (`crate::clickhouse::Fence`).
+    claims: BTreeMap<i32, String>,
+    /// After an insert was fenced, partitions are claimed again only from then on.
+    reclaim_at: Option<Instant>,
+    session_timeout: Duration,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    inserts_done: u64,
-    /// `UMKM_FAULT_ABORT_AFTER_INSERTS` (README "Configuration reference", testing only).
-    abort_after_inserts: Option<u64>,
+    /// `UMKM_FAULT` (README "Configuration reference", testing only).
+    faults: Faults,
 }
 
 /// When the loop must wake up without a message: when the next flush can start (the batch is
@@ -254,12 +266,12 @@ impl<F: Family> Pipeline<F> {
             failures: Failures::new(s.retry.clickhouse, s.retry.fatal_attempts, s.retry.dlq),
             paused: false,
             newly_assigned: BTreeSet::new(),
+            claims: BTreeMap::new(),
+            reclaim_at: None,
+            session_timeout: Duration::from_millis(s.kafka.session_timeout_ms),
             metrics: p.metrics,
             health: p.health,
-            inserts_done: 0,
-            abort_after_inserts: std::env::var("UMKM_FAULT_ABORT_AFTER_INSERTS")
-                .ok()
-                .and_then(|s| s.parse().ok()),
+            faults: Faults::from_env().map_err(PipelineError::Fault)?,
         })
     }
 
@@ -381,6 +393,7 @@ impl<F: Family> Pipeline<F> {
             } => {
                 let d = self.dead_letters.send(m, schema_id, stage, &reasons);
                 self.batch.push_dead_letter(d);
+                self.faults.at(Point::DlqWrite);
             }
         }
         Ok(())
@@ -388,6 +401,7 @@ impl<F: Family> Pipeline<F> {
 
     fn apply_rebalance_events(&mut self) {
         for e in self.consumer.context().take_events() {
+            self.faults.at(Point::Rebalance);
             match e {
                 RebalanceEvent::Revoked(parts) => {
                     let revoked: HashSet<TopicPartition> = parts.into_iter().collect();
@@ -395,6 +409,8 @@ impl<F: Family> Pipeline<F> {
                         f.revoke(&revoked);
                     }
                     let dropped = self.batch.revoke(&revoked);
+                    self.claims
+                        .retain(|p, _| !revoked.contains(&(self.topic.clone(), *p)));
                     tracing::info!(
                         revoked = revoked.len(),
                         dropped_partitions = dropped,
@@ -469,7 +485,17 @@ impl<F: Family> Pipeline<F> {
         }
         let batch = std::mem::take(&mut self.batch);
         let ch = self.clickhouse.clone();
-        let id = InsertId::new(F::TABLE, batch.event_partitions());
+        let partitions = batch.event_partitions();
+        let fence = Fence {
+            topic: self.topic.clone(),
+            claims: self
+                .claims
+                .iter()
+                .filter(|(p, _)| partitions.contains(p))
+                .map(|(p, id)| (*p, id.clone()))
+                .collect(),
+        };
+        let id = InsertId::new(F::TABLE, partitions);
         // Only servers >= 22.8 use the token: skip the work on older ones.
         let token = if ch.modern() {
             dedup_token(batch.events.iter().map(|e| e.key))
@@ -481,21 +507,63 @@ impl<F: Family> Pipeline<F> {
             rows = batch.events.len(),
             "insert started"
         );
+        self.faults.at(Point::BeforeInsertStop);
         self.in_flight = Some(InFlight::start(batch, started, move |batch| async move {
+            let columns = <F::Row as clickhouse::Row>::COLUMN_NAMES;
             let r = ch
-                .insert(&id, batch.events.iter().map(insert::row_of), &token)
+                .insert(
+                    &id,
+                    columns,
+                    batch.events.iter().map(insert::row_of),
+                    &token,
+                    &fence,
+                )
                 .await;
             (batch, r)
         }));
         Ok(())
     }
 
+    /// Claims the batch's partitions this consumer has no claim on yet (gained, or fenced
+    /// earlier): before the wait for running inserts and the lookup, so that an insert of the
+    /// previous holder either runs before the claim (and is waited for) or is fenced.
+    async fn claim_partitions(
+        &mut self,
+        partitions: &BTreeSet<i32>,
+    ) -> Result<bool, ClickHouseError> {
+        let unclaimed: BTreeSet<i32> = partitions
+            .iter()
+            .filter(|p| !self.claims.contains_key(p))
+            .copied()
+            .collect();
+        if unclaimed.is_empty() {
+            return Ok(false);
+        }
+        if let Some(at) = self.reclaim_at
+            && Instant::now() < at
+        {
+            return Err(ClickHouseError::retryable(format!(
+                "partitions {unclaimed:?} were claimed by another consumer; claiming them again \
+                 once the group had kafka.session_timeout_ms to settle"
+            )));
+        }
+        let claimed = self
+            .clickhouse
+            .claim(F::TABLE, &self.topic, &unclaimed)
+            .await?;
+        tracing::info!(partitions = ?unclaimed, "partitions claimed");
+        self.claims.extend(claimed);
+        Ok(true)
+    }
+
     /// Stage 3 of dedup: the batch's keys that ClickHouse already has leave the batch.
     async fn drop_existing(&mut self) -> Result<(), ClickHouseError> {
         let partitions = self.batch.event_partitions();
+        let claimed = self.claim_partitions(&partitions).await?;
         // A previous attempt of ours (timed out on our side) or the partition's previous owner
         // may still be inserting: wait for it so the lookup sees its rows.
-        if self.failures.clickhouse_failing()
+        if claimed
+            || self.failures.clickhouse_failing()
             || partitions.iter().any(|p| self.newly_assigned.contains(p))
         {
             insert::wait_for_running(
@@ -539,6 +607,20 @@ impl<F: Family> Pipeline<F> {
         // consumed again after the restart and deduplicated.
         let done = done.map_err(|e| PipelineError::InsertTask(e.to_string()))?;
         if let Err(e) = done.result {
+            if e.is_fenced() {
+                // Another consumer claimed some of these partitions: nothing was inserted. The
+                // group tells us within the session timeout if they are no longer ours;
+                // otherwise they are claimed again then, waited for and looked up anew.
+                let partitions = done.batch.event_partitions();
+                tracing::warn!(
+                    ?partitions,
+                    "insert fenced: another consumer claimed these partitions; nothing inserted"
+                );
+                self.metrics.fenced.inc();
+                self.claims.retain(|p, _| !partitions.contains(p));
+                self.newly_assigned.extend(partitions);
+                self.reclaim_at = Some(Instant::now() + self.session_timeout);
+            }
             // Keep the batch (minus partitions revoked meanwhile) ahead of what was consumed
             // during the attempt; the retry flushes both.
             let newer = std::mem::take(&mut self.batch);
@@ -559,13 +641,7 @@ impl<F: Family> Pipeline<F> {
         let mut batch = done.batch;
         self.dedup.remember(batch.events.iter().map(|e| e.key));
         batch.events = Vec::new();
-        self.inserts_done += 1;
-        if self.abort_after_inserts == Some(self.inserts_done) {
-            // Fault injection for the restart test: die like kill -9 between the insert and
-            // the offset commit.
-            tracing::error!("UMKM_FAULT_ABORT_AFTER_INSERTS reached: aborting before commit");
-            std::process::abort();
-        }
+        self.faults.at(Point::AfterInsert);
         self.commit(&batch).await;
         self.metrics
             .flush_seconds
