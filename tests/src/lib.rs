@@ -189,6 +189,30 @@ pub async fn publish(env: &Env, topic: &str, msgs: &[(Option<Vec<u8>>, Vec<u8>)]
     publish_tracked(env, topic, msgs, &mut Ends::new()).await
 }
 
+/// The `(nmid, rrn, status)` of every QRIS row in `database` (a repeat collapses: compare the
+/// count too).
+pub async fn landed_payments(
+    env: &Env,
+    database: &str,
+) -> Result<std::collections::BTreeSet<(String, String, String)>> {
+    let rows = ch(
+        env,
+        &format!("SELECT nmid, rrn, status FROM {database}.qris_payments FORMAT TabSeparated"),
+    )
+    .await?;
+    Ok(rows
+        .lines()
+        .map(|l| {
+            let mut it = l.split('\t').map(str::to_string);
+            (
+                it.next().unwrap_or_default(),
+                it.next().unwrap_or_default(),
+                it.next().unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
 /// Runs a query over ClickHouse's HTTP interface and returns the TSV text.
 pub async fn ch(env: &Env, sql: &str) -> Result<String> {
     let resp = reqwest::Client::new()

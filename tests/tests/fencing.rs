@@ -4,7 +4,6 @@
 //! its insert, which the server refuses. Nothing lands twice, and both keep consuming after.
 //! Merges are stopped on the table so that a duplicate could not hide in a merge.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
@@ -115,25 +114,7 @@ async fn a_consumer_frozen_past_the_session_timeout_cannot_insert_its_batch() ->
         "plain count() {n}, distinct keys {distinct}, unique payments {}",
         plan.unique.len()
     );
-    let rows = ch(
-        &env,
-        &format!(
-            "SELECT nmid, rrn, status FROM {}.qris_payments FORMAT TabSeparated",
-            s.database
-        ),
-    )
-    .await?;
-    let landed: BTreeSet<(String, String, String)> = rows
-        .lines()
-        .map(|l| {
-            let mut it = l.split('\t').map(str::to_string);
-            (
-                it.next().unwrap_or_default(),
-                it.next().unwrap_or_default(),
-                it.next().unwrap_or_default(),
-            )
-        })
-        .collect();
+    let landed = umkm_e2e::landed_payments(&env, &s.database).await?;
     ensure!(
         landed == plan.unique,
         "landed payments differ from the unique payments published"
