@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 pub use umkm_traffic::kafka::Ends;
@@ -213,6 +213,24 @@ pub async fn landed_payments(
         .collect())
 }
 
+/// Every rollup group of `database` whose rows differ from what the facts give
+/// (`umkm_core::rollups::diff_sql`): (rollup, the differing groups, facts' sums then rollup's).
+pub async fn rollup_mismatches(
+    env: &Env,
+    database: &str,
+) -> Result<Vec<(&'static str, Vec<String>)>> {
+    let mut out = Vec::new();
+    for r in umkm_core::rollups::ALL {
+        let sql = format!(
+            "{} FORMAT TabSeparated",
+            umkm_core::rollups::diff_sql(database, r, None)
+        );
+        let text = ch(env, &sql).await?;
+        out.push((r.table, text.lines().map(str::to_string).collect()));
+    }
+    Ok(out)
+}
+
 /// Runs a query over ClickHouse's HTTP interface and returns the TSV text.
 pub async fn ch(env: &Env, sql: &str) -> Result<String> {
     let resp = reqwest::Client::new()
@@ -235,6 +253,21 @@ pub async fn ch_u64(env: &Env, sql: &str) -> Result<u64> {
     t.trim()
         .parse()
         .with_context(|| format!("{sql} returned {t:?}"))
+}
+
+/// A message's headers as text (`dlq.*` values are UTF-8; anything else is shown lossily).
+pub fn headers_of(m: &impl rdkafka::message::Message) -> BTreeMap<String, String> {
+    use rdkafka::message::Headers;
+    let mut headers = BTreeMap::new();
+    if let Some(h) = m.headers() {
+        for hd in h.iter() {
+            headers.insert(
+                hd.key.to_string(),
+                String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+            );
+        }
+    }
+    headers
 }
 
 /// One message read back from the DLQ.
@@ -281,20 +314,10 @@ pub fn read_all(
         if let Some(m) = c.poll(Duration::from_millis(200)) {
             let m = m?;
             last = Instant::now();
-            let mut headers = BTreeMap::new();
-            if let Some(h) = m.headers() {
-                for i in 0..h.count() {
-                    let hd = h.get(i);
-                    headers.insert(
-                        hd.key.to_string(),
-                        String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
-                    );
-                }
-            }
             out.push(DlqRecord {
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                headers,
+                headers: headers_of(&m),
             });
         }
     }

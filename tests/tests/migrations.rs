@@ -70,6 +70,26 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
         umkm_runtime::clickhouse::fenced_insert_sql("umkm_chdb", "fence_probe", &["dedup_key", "nmid", "event_date"], &fence("new"))
             .replace("FROM _umkm_rows", "FROM umkm_chdb._umkm_rows"),
     ]);
+    // The rollups' repair (docs/reliability.md "Rollups after a crash"): q1 noted as a suspect,
+    // and one ticket row too many, so the ticket rollup differs in one group.
+    statements.extend([
+        "INSERT INTO umkm_chdb.rollup_suspects VALUES ('qris_payments', '2025-06-03', 'q1', now())".to_string(),
+        "INSERT INTO umkm_chdb.payments_ticket_monthly VALUES ('2025-06-01', 'qris', '36.74', 'retail_general', 25000, 1)".to_string(),
+    ]);
+    let differing = |r: &umkm_core::rollups::Rollup, window: Option<(u32, u32)>, want: u32| {
+        format!(
+            "SELECT count() FROM ({})={want}",
+            umkm_core::rollups::diff_sql("umkm_chdb", r, window)
+        )
+    };
+    let always = Some((0, u32::MAX));
+    let rollup_checks = [
+        differing(&umkm_core::rollups::DAILY, None, 0),
+        differing(&umkm_core::rollups::MONTHLY, None, 0),
+        differing(&umkm_core::rollups::TICKETS, None, 1),
+        differing(&umkm_core::rollups::DAILY, always, 0),
+        differing(&umkm_core::rollups::TICKETS, always, 1),
+    ];
     // The adoption snapshot rebuild, twice (the second replaces the first).
     for _ in 0..2 {
         statements.extend(umkm_core::adoption::rebuild_statements("umkm_chdb"));
@@ -126,6 +146,7 @@ fn every_migration_runs_in_chdb_26() -> Result<()> {
         ).to_string(),
     ]
     .into();
+    let checks: Vec<String> = checks.into_iter().chain(rollup_checks).collect();
     let stdout = umkm_e2e::run_chdb("chdb", &statements, &checks)
         .map_err(|e| e.context("chDB rejected a migration"))?;
     ensure!(stdout.contains("ok"), "{stdout}");

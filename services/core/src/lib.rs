@@ -1,7 +1,8 @@
 //! Pure core of umkm-pulse. Everything here is deterministic and testable without a broker or a
 //! database: the Confluent wire format, Avro decoding with a pinned reader schema, shared field checks,
 //! reference data (regions, MCC → sector, KBLI → sector), the dedup keys,
-//! the batching policy, ClickHouse error classification and migration rendering.
+//! the batching policy, ClickHouse error classification, migration rendering and the rollups'
+//! definition and repair SQL.
 
 pub mod adoption;
 pub mod amount;
@@ -15,6 +16,7 @@ pub mod migrations;
 pub mod payment;
 pub mod pii;
 pub mod reference;
+pub mod rollups;
 pub mod time;
 pub mod wire;
 

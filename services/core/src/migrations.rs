@@ -53,6 +53,7 @@ pub const ALL: &[Migration] = &[
     migration!(17, "0017_refund_links"),
     migration!(18, "0018_net_metrics"),
     migration!(19, "0019_partition_claims"),
+    migration!(20, "0020_rollup_repair"),
 ];
 
 /// ClickHouse's error code for "column with this name already exists".

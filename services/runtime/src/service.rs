@@ -226,6 +226,16 @@ async fn refresh_metrics(v: &Validated) -> anyhow::Result<ExitCode> {
         ch.migrate().await?;
     }
     let started = Instant::now();
+    // Long enough for an insert between its facts' and its views' parts, and for a replica
+    // within clickhouse.max_replica_delay_s, to catch up (docs/reliability.md).
+    let settle = Duration::from_secs((2 * v.settings.clickhouse.max_replica_delay_s + 1).max(5));
+    let repair = ch.repair_rollups(settle).await?;
+    for (table, repaired, above, unsettled) in &repair.per_rollup {
+        println!(
+            "checked {}.{table} for {} suspect keys: {repaired} rows repaired, {above} groups above the facts, {unsettled} still changing",
+            ch.database, repair.suspects
+        );
+    }
     for (table, rows) in ch.refresh_adoption(REFRESH_TIMEOUT).await? {
         println!("refreshed {}.{table}: {rows} rows", ch.database);
     }

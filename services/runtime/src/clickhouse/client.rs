@@ -63,6 +63,15 @@ impl ClickHouseError {
         }
     }
 
+    /// A failure no retry fixes, found on our side.
+    pub(super) fn fatal(message: impl Into<String>) -> Self {
+        ClickHouseError {
+            class: ErrorClass::Fatal,
+            code: None,
+            message: message.into(),
+        }
+    }
+
     pub(super) fn timeout(what: &str) -> Self {
         ClickHouseError {
             class: ErrorClass::Retryable,

@@ -140,24 +140,31 @@ fn structure(table: &str, columns: &[&str], types: &[(String, String)]) -> Resul
     Ok(out.join(", "))
 }
 
-/// A multipart body holding `data` as the file of `_umkm_rows`, with a boundary that does not
-/// occur in it.
-fn multipart(data: &[u8]) -> (String, Vec<u8>) {
-    let boundary = loop {
-        let b = format!("umkm-rows-{}", uuid::Uuid::new_v4().simple());
-        if memchr::memmem::find(data, b.as_bytes()).is_none() {
-            break b;
-        }
-    };
-    let head = format!(
+/// A fresh multipart boundary: always `"umkm-rows-"` and 32 hex digits ([`BOUNDARY_LEN`]).
+fn new_boundary() -> String {
+    format!("umkm-rows-{}", uuid::Uuid::new_v4().simple())
+}
+
+const BOUNDARY_LEN: usize = 42;
+
+/// The multipart body of `_umkm_rows`, built in one buffer (the batch is not copied): the head,
+/// the rows `write` appends straight after it, then the tail. In the (never seen) case that the
+/// rows contain the boundary, another is drawn and written over the first in the head; every
+/// boundary has the same length.
+fn multipart<E>(write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(String, Vec<u8>), E> {
+    let mut boundary = new_boundary();
+    let mut body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"_umkm_rows\"; filename=\"rows.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-    );
-    let tail = format!("\r\n--{boundary}--\r\n");
-    let mut body = Vec::with_capacity(head.len() + data.len() + tail.len());
-    body.extend_from_slice(head.as_bytes());
-    body.extend_from_slice(data);
-    body.extend_from_slice(tail.as_bytes());
-    (boundary, body)
+    )
+    .into_bytes();
+    let start = body.len();
+    write(&mut body)?;
+    while memchr::memmem::find(&body[start..], boundary.as_bytes()).is_some() {
+        boundary = new_boundary();
+        body[2..2 + BOUNDARY_LEN].copy_from_slice(boundary.as_bytes());
+    }
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Ok((boundary, body))
 }
 
 impl ClickHouseError {
@@ -256,16 +263,11 @@ impl ClickHouse {
         fence: &Fence,
     ) -> Result<(), ClickHouseError> {
         let structure = self.structure_of(&id.table, columns).await?;
-        let mut data = Vec::new();
-        for r in rows {
-            rowbinary::write_row(&mut data, r).map_err(|e| ClickHouseError {
-                class: ErrorClass::Fatal,
-                code: None,
-                message: e.to_string(),
-            })?;
-        }
-        let (boundary, body) = multipart(&data);
-        drop(data);
+        let (boundary, body) = multipart(|body| {
+            rows.into_iter()
+                .try_for_each(|r| rowbinary::write_row(body, r))
+        })
+        .map_err(|e| ClickHouseError::fatal(e.to_string()))?;
         let sql = fenced_insert_sql(&self.database, &id.table, columns, fence);
         let query_id = id.to_string();
         let mut params = vec![
@@ -284,7 +286,7 @@ impl ClickHouse {
     }
 
     /// A query's answer as text, bounded by the query timeout.
-    async fn fetch_text(&self, sql: &str) -> Result<String, ClickHouseError> {
+    pub(super) async fn fetch_text(&self, sql: &str) -> Result<String, ClickHouseError> {
         let bytes = tokio::time::timeout(self.query_timeout, async {
             let mut cursor = self.admin.query(sql).fetch_bytes("TabSeparated")?;
             cursor.collect().await
@@ -356,7 +358,12 @@ mod tests {
     #[test]
     fn the_boundary_never_occurs_in_the_rows() {
         let data = b"\x00\x01umkm-rows-\xff".to_vec();
-        let (boundary, body) = multipart(&data);
+        let (boundary, body) = multipart::<()>(|b| {
+            b.extend_from_slice(&data);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(boundary.len(), BOUNDARY_LEN);
         assert!(boundary.starts_with("umkm-rows-"));
         let text = String::from_utf8_lossy(&body);
         assert!(text.starts_with(&format!("--{boundary}\r\n")));
@@ -364,6 +371,29 @@ mod tests {
         assert_eq!(
             memchr::memmem::find_iter(&body, boundary.as_bytes()).count(),
             2
+        );
+        assert!(memchr::memmem::find(&body, &data).is_some());
+    }
+
+    #[test]
+    fn rows_holding_the_boundary_get_another_one() {
+        // The rows hold the boundary the head was written with.
+        let mut draws = 0;
+        let (boundary, body) = multipart::<()>(|b| {
+            let first = b[2..2 + BOUNDARY_LEN].to_vec();
+            b.extend_from_slice(&first);
+            draws += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(draws, 1);
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.starts_with(&format!("--{boundary}\r\n")));
+        assert!(text.ends_with(&format!("\r\n--{boundary}--\r\n")));
+        assert_eq!(
+            memchr::memmem::find_iter(&body, boundary.as_bytes()).count(),
+            2,
+            "the boundary was redrawn: only the head and the tail hold it"
         );
     }
 }

@@ -8,11 +8,19 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use umkm_core::dedup::{Key, KeySet};
+use umkm_core::dedup::Key;
 
 use super::{ClickHouse, ClickHouseError};
 
 const BOUNDARY: &str = "umkm-pulse-external-data-5f0c2a";
+
+/// Where a found row came from (its `source_*` columns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundAt {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
 
 /// One lookup query: its SQL and its multipart body (the keys, one per line).
 #[derive(Debug, PartialEq, Eq)]
@@ -63,22 +71,42 @@ fn lookup_request(
 }
 
 impl ClickHouse {
-    /// Which of `keys` (dedup keys with their `event_date` in days) are already in `table`.
-    /// With `by_date` the lookup is restricted to the keys' dates (the primary index prefix);
-    /// families whose key does not determine the date look at every date.
+    /// Which of `keys` (dedup keys with their `event_date` in days) are already in `table`, each
+    /// with the source coordinates of the row found (the pipeline tells a redelivery of a
+    /// message it may have inserted from a publisher's duplicate by them). With `by_date` the
+    /// lookup is restricted to the keys' dates (the primary index prefix); families whose key
+    /// does not determine the date look at every date.
     pub async fn existing_keys(
         &self,
         table: &str,
         keys: &[(u16, Key)],
         chunk: usize,
         by_date: bool,
-    ) -> Result<KeySet, ClickHouseError> {
-        let mut found = KeySet::default();
-        self.lookup(table, "dedup_key", keys, chunk, by_date, |l| {
-            if let Some(k) = Key::from_hex(l) {
-                found.insert(k);
-            }
-        })
+    ) -> Result<HashMap<Key, FoundAt>, ClickHouseError> {
+        let mut found = HashMap::new();
+        self.lookup(
+            table,
+            "dedup_key, source_topic, source_partition, source_offset",
+            keys,
+            chunk,
+            by_date,
+            |l| {
+                let mut f = l.split('\t');
+                if let (Some(k), Some(topic), Some(p), Some(o)) =
+                    (f.next(), f.next(), f.next(), f.next())
+                    && let Some(k) = Key::from_hex(k)
+                {
+                    found.insert(
+                        k,
+                        FoundAt {
+                            topic: topic.to_string(),
+                            partition: p.parse().unwrap_or(-1),
+                            offset: o.parse().unwrap_or(-1),
+                        },
+                    );
+                }
+            },
+        )
         .await?;
         Ok(found)
     }

@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use umkm_core::dedup::{Key, KeySet, resolve_in_batch};
 
 use super::batch::Event;
+use crate::clickhouse::FoundAt;
 
 /// Bounded set of keys known to be in ClickHouse (FIFO eviction).
 pub struct SeenCache {
@@ -138,6 +139,34 @@ impl Dedup {
     }
 }
 
+/// The events whose key ClickHouse has in a row that came from this batch's own uncommitted
+/// range (`found`: the lookup's answer with each row's source): the same messages, inserted by
+/// an attempt whose commit never came. A publisher's duplicate of a committed message has an
+/// earlier offset and is not among them. Returns each one's (`event_date`, key).
+pub fn inserted_before<R>(
+    events: &[Event<R>],
+    found: &HashMap<Key, FoundAt>,
+    topic: &str,
+) -> Vec<(u16, Key)> {
+    if found.is_empty() {
+        return Vec::new();
+    }
+    let mut first: HashMap<i32, i64> = HashMap::new();
+    for e in events {
+        let o = first.entry(e.partition).or_insert(e.offset);
+        *o = (*o).min(e.offset);
+    }
+    events
+        .iter()
+        .filter(|e| {
+            found.get(&e.key).is_some_and(|at| {
+                at.topic == topic && first.get(&at.partition).is_some_and(|f| at.offset >= *f)
+            })
+        })
+        .map(|e| (e.row.0, e.key))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use umkm_core::dedup::Candidate;
@@ -201,6 +230,27 @@ mod tests {
         let l = d.lookup(&[event(1, 0, 0), near]);
         assert_eq!(l.keys, [(DAY, Key(1)), (DAY, Key(3))]);
         assert_eq!(l.near_midnight, [(DAY - 1, Key(30))]);
+    }
+
+    #[test]
+    fn rows_from_this_batchs_own_range_were_inserted_before() {
+        let at = |partition: i32, offset: i64| FoundAt {
+            topic: "t".into(),
+            partition,
+            offset,
+        };
+        let mut on_1 = event(4, 0, 12);
+        on_1.partition = 1;
+        let events = vec![event(1, 0, 10), event(2, 0, 11), event(3, 0, 15), on_1];
+        let found = HashMap::from([
+            (Key(1), at(0, 10)), // this very message: inserted, never committed
+            (Key(2), at(0, 3)),  // a duplicate of a message committed long ago
+            (Key(3), at(0, 12)), // a duplicate within the uncommitted range
+            (Key(4), at(1, 5)),  // before partition 1's range: committed
+        ]);
+        let again = inserted_before(&events, &found, "t");
+        assert_eq!(again, [(DAY, Key(1)), (DAY, Key(3))]);
+        assert!(inserted_before(&events, &found, "other").is_empty());
     }
 
     #[test]

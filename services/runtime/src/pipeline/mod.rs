@@ -41,7 +41,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use umkm_core::Invalid;
 use umkm_core::avro::Decoder;
 use umkm_core::batch::{BatchPolicy, FlushReason};
-use umkm_core::dedup::Candidate;
+use umkm_core::dedup::{Candidate, KeySet};
 
 use self::batch::Batch;
 use self::dead_letters::{DeadLetterError, DeadLetters, Stage};
@@ -409,8 +409,12 @@ impl<F: Family> Pipeline<F> {
                         f.revoke(&revoked);
                     }
                     let dropped = self.batch.revoke(&revoked);
-                    self.claims
-                        .retain(|p, _| !revoked.contains(&(self.topic.clone(), *p)));
+                    let ours: HashSet<i32> = revoked
+                        .iter()
+                        .filter(|(t, _)| *t == self.topic)
+                        .map(|(_, p)| *p)
+                        .collect();
+                    self.claims.retain(|p, _| !ours.contains(p));
                     tracing::info!(
                         revoked = revoked.len(),
                         dropped_partitions = dropped,
@@ -560,12 +564,13 @@ impl<F: Family> Pipeline<F> {
     async fn drop_existing(&mut self) -> Result<(), ClickHouseError> {
         let partitions = self.batch.event_partitions();
         let claimed = self.claim_partitions(&partitions).await?;
-        // A previous attempt of ours (timed out on our side) or the partition's previous owner
-        // may still be inserting: wait for it so the lookup sees its rows.
-        if claimed
+        // A previous attempt of ours (failed or timed out on our side) or the partition's
+        // previous owner may still be inserting, or may have been cut short: wait for it so the
+        // lookup sees its rows.
+        let earlier_insert_uncertain = claimed
             || self.failures.clickhouse_failing()
-            || partitions.iter().any(|p| self.newly_assigned.contains(p))
-        {
+            || partitions.iter().any(|p| self.newly_assigned.contains(p));
+        if earlier_insert_uncertain {
             insert::wait_for_running(
                 &self.clickhouse,
                 F::TABLE,
@@ -591,6 +596,14 @@ impl<F: Family> Pipeline<F> {
                 .existing_keys_with_time(F::TABLE, &ask.near_midnight, self.lookup_chunk)
                 .await?
         };
+        // Rows found that came from this batch's own messages were inserted by an attempt
+        // whose commit never came, which may have been cut short between the facts' part and
+        // the rollups' parts (a server killed between them): noted for refresh-metrics.
+        if umkm_core::rollups::fed_by(F::TABLE) {
+            let again = dedup::inserted_before(&self.batch.events, &existing, &self.topic);
+            self.clickhouse.note_suspects(F::TABLE, &again).await?;
+        }
+        let existing: KeySet = existing.into_keys().collect();
         let n = self
             .dedup
             .drop_existing(&mut self.batch.events, existing, &near_found);
