@@ -373,6 +373,44 @@ fn unsupported_settings_fail_before_clickhouse() -> Result<()> {
     Ok(())
 }
 
+/// SIGTERM while the service is still starting (here: waiting for a broker that is not there)
+/// stops it at once with exit 0, not by the signal's default action.
+#[test]
+fn sigterm_during_start_up_stops_cleanly() -> Result<()> {
+    let mut child = Command::new(consumer_bin())
+        .env_clear()
+        .env("UMKM_PII_HASH_KEY", "0123456789abcdef0123")
+        .env("UMKM__REGISTRY__DIR", repo_root().join("schemas/avro"))
+        .env("UMKM__LOG__FORMAT", "text")
+        .env("UMKM__ADMIN__LISTEN", "127.0.0.1:0")
+        // Nothing listens on either: the service keeps retrying its start-up.
+        .env("UMKM__KAFKA__BROKERS", "127.0.0.1:9")
+        .env("UMKM_CLICKHOUSE_URL", "http://127.0.0.1:9")
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    ensure!(child.try_wait()?.is_none(), "exited before the signal");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill()?;
+            anyhow::bail!("still running 20 s after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().context("stderr")?, &mut err)?;
+    ensure!(status.code() == Some(0), "exit {status:?}: {err}");
+    ensure!(err.contains("stop requested during start-up"), "{err}");
+    Ok(())
+}
+
 #[test]
 fn check_config_redacts_secrets() -> Result<()> {
     let out = Command::new(consumer_bin())

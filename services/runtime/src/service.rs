@@ -126,25 +126,30 @@ fn check_config<F: Family>(v: &Validated) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when
+/// the future is first polled: a signal during start-up is a stop request, not the default
+/// action (README "Operations").
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut t), Ok(mut i)) => {
+                    tokio::select! {
+                        _ = t.recv() => {},
+                        _ = i.recv() => {},
+                    }
+                }
+                _ => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -302,32 +307,73 @@ impl KafkaClients {
     }
 }
 
-/// Runs one consumer service until `shutdown` resolves.
+/// Runs one consumer service until `shutdown` resolves. A stop request during start-up
+/// (connecting, migrating, loading the reference data) ends it there with exit 0: nothing is
+/// held yet, and every start-up step is safe to cut short (a migration is re-checked at the
+/// next start).
 pub async fn run_service<F: Family>(
     v: Validated,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitCode> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stop_requested = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        // An error means the sender is gone, which happens only after it sent.
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
     let metrics = Arc::new(Metrics::new(F::SERVICE));
     let health = Arc::new(Health::default());
     let admin = admin::serve(v.admin_addr, metrics.clone(), health.clone()).await?;
     tracing::info!(admin = %admin, topic = %v.settings.kafka.topic, group = %v.settings.kafka.group_id, "{} starting", F::SERVICE);
+    let started = tokio::select! {
+        s = start_up::<F>(&v, &metrics, &health) => s?,
+        _ = stop_requested(stop_rx.clone()) => {
+            tracing::info!("stop requested during start-up; {} stopped", F::SERVICE);
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let Some(started) = started else {
+        return Ok(ExitCode::from(2));
+    };
+    let outcome = serve(v, started, metrics, health, stop_requested(stop_rx)).await;
+    signal.abort();
+    outcome
+}
 
+/// What start-up connected and loaded.
+struct Started<F> {
+    kafka: KafkaClients,
+    schemas: SchemaSource,
+    clickhouse: ClickHouse,
+    family: F,
+}
+
+/// Connects to Kafka, the registry and ClickHouse, migrates and loads the reference data;
+/// `None` when librdkafka refused a setting (logged; exit 2).
+async fn start_up<F: Family>(
+    v: &Validated,
+    metrics: &Arc<Metrics>,
+    health: &Health,
+) -> anyhow::Result<Option<Started<F>>> {
     // The Kafka clients first: a setting librdkafka refuses stops the service before it waits
     // for ClickHouse or touches its schema.
-    let kafka = match KafkaClients::new(&v, F::SERVICE, metrics.clone()) {
+    let kafka = match KafkaClients::new(v, F::SERVICE, metrics.clone()) {
         Ok(k) => k,
         Err(e) => {
             tracing::error!(error = kafka::describe(&e), "invalid configuration: kafka");
-            return Ok(ExitCode::from(2));
+            return Ok(None);
         }
     };
     // Then the brokers and the registry, so that a certificate or a password they refuse
     // stops the service at once (README "Security").
-    connect_kafka(&v, &kafka.group_offsets).await?;
+    connect_kafka(v, &kafka.group_offsets).await?;
     let schemas = SchemaSource::from_settings(&v.settings.registry, &v.registry_access)
         .map_err(|e| anyhow::anyhow!(e))?;
     schemas.check().await?;
-    let ch = connect_clickhouse(&v).await?;
+    let ch = connect_clickhouse(v).await?;
     health.clickhouse_ok.store(true, Ordering::Relaxed);
     tracing::info!(
         version = %ch.server_version_text,
@@ -338,14 +384,36 @@ pub async fn run_service<F: Family>(
         let (done, skipped) = ch.migrate().await?;
         tracing::info!(applied = ?done, skipped_for_server_version = ?skipped, "migrations checked");
     }
-    load_reference(&ch, &v).await?;
-    let family = F::build(&v).map_err(|e| anyhow::anyhow!(e))?;
-    let KafkaClients {
-        consumer,
-        producer,
-        group_offsets,
-        assignment,
-    } = kafka;
+    load_reference(&ch, v).await?;
+    let family = F::build(v).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Some(Started {
+        kafka,
+        schemas,
+        clickhouse: ch,
+        family,
+    }))
+}
+
+/// Runs the pipeline (with the progress watch and the probes) until `shutdown` resolves.
+async fn serve<F: Family>(
+    v: Validated,
+    started: Started<F>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ExitCode> {
+    let Started {
+        kafka:
+            KafkaClients {
+                consumer,
+                producer,
+                group_offsets,
+                assignment,
+            },
+        schemas,
+        clickhouse: ch,
+        family,
+    } = started;
     let watch = tokio::spawn(progress::watch(
         group_offsets,
         assignment,

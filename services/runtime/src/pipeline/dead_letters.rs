@@ -3,6 +3,7 @@
 //! holds its offset is committed only after the broker acknowledged it.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -89,6 +90,9 @@ pub struct DeadLetterError {
     pub unacknowledged: usize,
     pub last: String,
 }
+
+/// The error of a dead letter the broker did not answer within the caller's bound.
+const NOT_IN_TIME: &str = "not acknowledged in time";
 
 /// The DLQ producer of one service.
 pub struct DeadLetters {
@@ -188,18 +192,31 @@ impl DeadLetters {
         };
     }
 
-    /// Waits until the broker acknowledged every one of `letters`; acknowledged ones are
-    /// counted and removed. On failure the rest are sent again (kept for the next attempt)
-    /// and the error says how many are left.
-    pub async fn confirm(&self, letters: &mut Vec<DeadLetter>) -> Result<(), DeadLetterError> {
+    /// Waits until `until` for the broker to acknowledge every one of `letters`; acknowledged
+    /// ones are counted and removed. Otherwise the rest are kept for the next attempt (a
+    /// refused one sent again, an unanswered one still awaiting its answer) and the error says
+    /// how many are left. The bound keeps a broker that does not answer (a DLQ topic that
+    /// does not exist yet: librdkafka waits `message.timeout.ms` for it) from holding the
+    /// consumer loop, and with it a stop request and the rebalance callbacks.
+    pub async fn confirm(
+        &self,
+        letters: &mut Vec<DeadLetter>,
+        until: Instant,
+    ) -> Result<(), DeadLetterError> {
         let mut last = None;
         let mut left = Vec::new();
         for mut d in letters.drain(..) {
-            let acked = match d.delivery.take() {
-                Some(f) => match f.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((e, _))) => Err(e.to_string()),
-                    Err(_) => Err("DLQ delivery cancelled".to_string()),
+            let acked = match d.delivery.as_mut() {
+                Some(f) => match tokio::time::timeout_at(until.into(), f).await {
+                    Err(_) => Err(NOT_IN_TIME.to_string()),
+                    Ok(answer) => {
+                        d.delivery = None;
+                        match answer {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err((e, _))) => Err(e.to_string()),
+                            Err(_) => Err("DLQ delivery cancelled".to_string()),
+                        }
+                    }
                 },
                 None => Err("DLQ record not enqueued".to_string()),
             };
@@ -220,7 +237,7 @@ impl DeadLetters {
         let Some(last) = last else {
             return Ok(());
         };
-        for d in &mut left {
+        for d in left.iter_mut().filter(|d| d.delivery.is_none()) {
             self.enqueue(d);
         }
         let unacknowledged = left.len();
@@ -245,6 +262,7 @@ mod payload_tests {
 mod tests {
     use rdkafka::ClientConfig;
     use rdkafka::mocking::MockCluster;
+    use std::time::Duration;
 
     use super::*;
 
@@ -305,22 +323,12 @@ mod tests {
 
     #[tokio::test]
     async fn confirm_waits_for_every_ack_and_counts_them() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic("payments.dlq", 1, 1).unwrap();
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", cluster.bootstrap_servers())
-            .create()
-            .unwrap();
+        let cluster = dlq_cluster();
+        let producer = producer_of(&cluster, "30000");
         let (dl, mut sent) = letters(producer, 3);
-        dl.confirm(&mut sent).await.unwrap();
+        dl.confirm(&mut sent, in_secs(10)).await.unwrap();
         assert!(sent.is_empty());
-        let page = dl.metrics.render();
-        assert!(
-            page.contains(
-                r#"umkm_dlq_total{rule="amount_not_positive",stage="validate",service="test"} 3"#
-            ),
-            "{page}"
-        );
+        assert_counted(&dl, 3);
     }
 
     #[tokio::test]
@@ -332,13 +340,70 @@ mod tests {
             .create()
             .unwrap();
         let (dl, mut sent) = letters(producer, 2);
-        let e = tokio::time::timeout(std::time::Duration::from_secs(20), dl.confirm(&mut sent))
-            .await
-            .expect("bounded by message.timeout.ms")
-            .unwrap_err();
+        let e = dl.confirm(&mut sent, in_secs(20)).await.unwrap_err();
+        assert_ne!(
+            e.last, NOT_IN_TIME,
+            "refused by librdkafka, not timed out here"
+        );
         assert_eq!(e.unacknowledged, 2);
         assert_eq!(sent.len(), 2, "kept for the next attempt");
         assert!(sent.iter().all(|d| d.delivery.is_some()), "re-sent");
         assert!(!dl.metrics.render().contains("umkm_dlq_total{"));
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_does_not_answer_holds_the_caller_only_until_the_bound() {
+        let cluster = dlq_cluster();
+        let producer = producer_of(&cluster, "60000");
+        cluster.broker_down(1).unwrap();
+        let (dl, mut sent) = letters(producer, 2);
+        let started = Instant::now();
+        let e = dl
+            .confirm(&mut sent, Instant::now() + Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!((e.unacknowledged, e.last.as_str()), (2, NOT_IN_TIME));
+        assert_eq!(sent.len(), 2, "kept for the next attempt");
+        // The broker comes back: the same deliveries are answered, each once.
+        cluster.broker_up(1).unwrap();
+        dl.confirm(&mut sent, in_secs(30)).await.unwrap();
+        assert!(sent.is_empty());
+        assert_counted(&dl, 2);
+    }
+
+    /// A mock broker holding the DLQ topic.
+    fn dlq_cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("payments.dlq", 1, 1).unwrap();
+        cluster
+    }
+
+    fn producer_of<C: rdkafka::ClientContext>(
+        cluster: &MockCluster<'_, C>,
+        message_timeout_ms: &str,
+    ) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("message.timeout.ms", message_timeout_ms)
+            .create()
+            .unwrap()
+    }
+
+    /// The dead letters counted as acknowledged, by their rule.
+    fn assert_counted(dl: &DeadLetters, n: u32) {
+        let page = dl.metrics.render();
+        let line = format!(
+            r#"umkm_dlq_total{{rule="amount_not_positive",stage="validate",service="test"}} {n}"#
+        );
+        assert!(page.contains(&line), "{page}");
+    }
+
+    fn in_secs(s: u64) -> Instant {
+        Instant::now() + Duration::from_secs(s)
     }
 }

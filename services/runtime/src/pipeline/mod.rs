@@ -58,6 +58,12 @@ use crate::kafka::{Consumer, RebalanceEvent, Received, TopicPartition};
 use crate::metrics::{DupStage, Metrics};
 use crate::registry::{FetchError, SchemaSource};
 
+/// How long one flush waits for the broker to acknowledge its dead letters before it counts a
+/// failed attempt (`retry.dlq`) and lets the loop poll, rebalance and stop again; the letters
+/// not answered yet are awaited again at the next attempt, not sent twice (README
+/// "Dead-letter topic").
+const DLQ_ACK_WAIT: Duration = Duration::from_secs(5);
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -307,7 +313,7 @@ impl<F: Family> Pipeline<F> {
             let now = Instant::now();
             let stopping = stop_at.is_some();
             if let Some(reason) = self.flush_due(now, stopping) {
-                self.flush(reason).await?;
+                self.flush(reason, stop_at).await?;
                 continue;
             }
             if let Some(deadline) = stop_at {
@@ -453,13 +459,20 @@ impl<F: Family> Pipeline<F> {
     }
 
     /// Starts a flush: the dead letters' acks, dedup, then the insert as a task (or, when
-    /// nothing is left to insert, the commit right away).
-    async fn flush(&mut self, reason: FlushReason) -> Result<(), PipelineError> {
+    /// nothing is left to insert, the commit right away). The wait for the acks is bounded by
+    /// [`DLQ_ACK_WAIT`] and by the stop deadline.
+    async fn flush(
+        &mut self,
+        reason: FlushReason,
+        stop_at: Option<Instant>,
+    ) -> Result<(), PipelineError> {
         let started = Instant::now();
         if !self.batch.dead_letters.is_empty() {
+            let bound = started + DLQ_ACK_WAIT;
+            let until = stop_at.map_or(bound, |stop| stop.min(bound));
             if let Err(e) = self
                 .dead_letters
-                .confirm(&mut self.batch.dead_letters)
+                .confirm(&mut self.batch.dead_letters, until)
                 .await
             {
                 return self.write_failed(WriteFailure::DeadLetters(e));
