@@ -69,6 +69,12 @@ impl KeyHex {
     }
 }
 
+impl AsRef<str> for KeyHex {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 impl std::fmt::Debug for KeyHex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(self.as_str(), f)

@@ -11,6 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use umkm_core::clickhouse_error::{self, ErrorClass};
 use umkm_core::migrations::{self, RenderContext};
 
+use super::external::ExternalData;
 use crate::config::Validated;
 
 pub const MODERN: (u32, u32) = (22, 8);
@@ -294,8 +295,7 @@ impl ClickHouse {
         &self,
         what: &str,
         params: &[(&str, &str)],
-        boundary: &str,
-        body: Vec<u8>,
+        data: ExternalData,
         timeout: Duration,
     ) -> Result<String, ClickHouseError> {
         let resp = self
@@ -306,10 +306,10 @@ impl ClickHouse {
             .basic_auth(&self.user, Some(&self.password.0))
             .header(
                 "Content-Type",
-                format!("multipart/form-data; boundary={boundary}"),
+                format!("multipart/form-data; boundary={}", data.boundary),
             )
             .timeout(timeout)
-            .body(body)
+            .body(data.body)
             .send()
             .await
             .map_err(|e| request_failed(what, &e))?;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::external::ExternalData;
 use super::rowbinary;
 use super::{ClickHouse, ClickHouseError, InsertId};
 use umkm_core::clickhouse_error::ErrorClass;
@@ -140,33 +141,6 @@ fn structure(table: &str, columns: &[&str], types: &[(String, String)]) -> Resul
     Ok(out.join(", "))
 }
 
-/// A fresh multipart boundary: always `"umkm-rows-"` and 32 hex digits ([`BOUNDARY_LEN`]).
-fn new_boundary() -> String {
-    format!("umkm-rows-{}", uuid::Uuid::new_v4().simple())
-}
-
-const BOUNDARY_LEN: usize = 42;
-
-/// The multipart body of `_umkm_rows`, built in one buffer (the batch is not copied): the head,
-/// the rows `write` appends straight after it, then the tail. In the (never seen) case that the
-/// rows contain the boundary, another is drawn and written over the first in the head; every
-/// boundary has the same length.
-fn multipart<E>(write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(String, Vec<u8>), E> {
-    let mut boundary = new_boundary();
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"_umkm_rows\"; filename=\"rows.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    let start = body.len();
-    write(&mut body)?;
-    while memchr::memmem::find(&body[start..], boundary.as_bytes()).is_some() {
-        boundary = new_boundary();
-        body[2..2 + BOUNDARY_LEN].copy_from_slice(boundary.as_bytes());
-    }
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    Ok((boundary, body))
-}
-
 impl ClickHouseError {
     /// The fence refused the insert: some partition of the batch was claimed by another
     /// consumer since.
@@ -263,7 +237,7 @@ impl ClickHouse {
         fence: &Fence,
     ) -> Result<(), ClickHouseError> {
         let structure = self.structure_of(&id.table, columns).await?;
-        let (boundary, body) = multipart(|body| {
+        let data = ExternalData::build("_umkm_rows", |body| {
             rows.into_iter()
                 .try_for_each(|r| rowbinary::write_row(body, r))
         })
@@ -280,7 +254,7 @@ impl ClickHouse {
             params.push(("insert_deduplication_token", dedup_token));
             params.push(("async_insert", "0"));
         }
-        self.post_external("insert", &params, &boundary, body, self.insert_timeout)
+        self.post_external("insert", &params, data, self.insert_timeout)
             .await
             .map(|_| ())
     }
@@ -353,47 +327,5 @@ mod tests {
         );
         let decimal = vec![("d".to_string(), "Decimal(18, 2)".to_string())];
         assert!(structure("t", &["d"], &decimal).is_err());
-    }
-
-    #[test]
-    fn the_boundary_never_occurs_in_the_rows() {
-        let data = b"\x00\x01umkm-rows-\xff".to_vec();
-        let (boundary, body) = multipart::<()>(|b| {
-            b.extend_from_slice(&data);
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(boundary.len(), BOUNDARY_LEN);
-        assert!(boundary.starts_with("umkm-rows-"));
-        let text = String::from_utf8_lossy(&body);
-        assert!(text.starts_with(&format!("--{boundary}\r\n")));
-        assert!(text.ends_with(&format!("\r\n--{boundary}--\r\n")));
-        assert_eq!(
-            memchr::memmem::find_iter(&body, boundary.as_bytes()).count(),
-            2
-        );
-        assert!(memchr::memmem::find(&body, &data).is_some());
-    }
-
-    #[test]
-    fn rows_holding_the_boundary_get_another_one() {
-        // The rows hold the boundary the head was written with.
-        let mut draws = 0;
-        let (boundary, body) = multipart::<()>(|b| {
-            let first = b[2..2 + BOUNDARY_LEN].to_vec();
-            b.extend_from_slice(&first);
-            draws += 1;
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(draws, 1);
-        let text = String::from_utf8_lossy(&body);
-        assert!(text.starts_with(&format!("--{boundary}\r\n")));
-        assert!(text.ends_with(&format!("\r\n--{boundary}--\r\n")));
-        assert_eq!(
-            memchr::memmem::find_iter(&body, boundary.as_bytes()).count(),
-            2,
-            "the boundary was redrawn: only the head and the tail hold it"
-        );
     }
 }

@@ -10,9 +10,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use umkm_core::dedup::Key;
 
+use super::external::ExternalData;
 use super::{ClickHouse, ClickHouseError};
-
-const BOUNDARY: &str = "umkm-pulse-external-data-5f0c2a";
 
 /// Where a found row came from (its `source_*` columns).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,11 +21,11 @@ pub struct FoundAt {
     pub offset: i64,
 }
 
-/// One lookup query: its SQL and its multipart body (the keys, one per line).
+/// One lookup query: its SQL and the keys as the external table `_umkm_keys`, one per line.
 #[derive(Debug, PartialEq, Eq)]
 struct LookupRequest {
     sql: String,
-    body: Vec<u8>,
+    keys: ExternalData,
 }
 
 /// Builds the lookup of `keys` (each with its `event_date` in days) in `database.table`.
@@ -52,22 +51,12 @@ fn lookup_request(
         sql.push_str(") AND ");
     }
     sql.push_str("dedup_key IN _umkm_keys FORMAT TabSeparated");
-    let mut body = Vec::with_capacity(keys.len() * 33 + 256);
-    body.extend_from_slice(
-        format!(
-            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"_umkm_keys\"; filename=\"keys.tsv\"\r\nContent-Type: text/tab-separated-values\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    for (i, (_, k)) in keys.iter().enumerate() {
+    let keys = ExternalData::lines(
+        "_umkm_keys",
         // 32 hex characters: nothing to escape.
-        if i > 0 {
-            body.push(b'\n');
-        }
-        body.extend_from_slice(k.hex_inline().as_str().as_bytes());
-    }
-    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    LookupRequest { sql, body }
+        keys.iter().map(|(_, k)| k.hex_inline()),
+    );
+    LookupRequest { sql, keys }
 }
 
 impl ClickHouse {
@@ -162,8 +151,7 @@ impl ClickHouse {
                         ("_umkm_keys_format", "TabSeparated"),
                         ("max_execution_time", &max_execution_time),
                     ],
-                    BOUNDARY,
-                    req.body,
+                    req.keys,
                     self.query_timeout,
                 )
                 .await?;
@@ -193,21 +181,13 @@ mod tests {
             r.sql,
             "SELECT dedup_key FROM umkm.qris_payments WHERE event_date IN ('2026-01-01','2026-01-02') AND dedup_key IN _umkm_keys FORMAT TabSeparated"
         );
-        let body = String::from_utf8(r.body).unwrap();
-        let data = body
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap()
-            .split("\r\n--")
-            .next()
-            .unwrap();
         assert_eq!(
-            data.lines().collect::<Vec<_>>(),
+            String::from_utf8_lossy(r.keys.data())
+                .lines()
+                .collect::<Vec<_>>(),
             [a.hex().as_str(), b.hex().as_str(), b.hex().as_str()]
         );
-        assert!(body.starts_with(&format!("--{BOUNDARY}\r\n")));
-        assert!(body.ends_with(&format!("\r\n--{BOUNDARY}--\r\n")));
-        assert!(body.contains("name=\"_umkm_keys\""));
+        assert!(String::from_utf8_lossy(&r.keys.body).contains("name=\"_umkm_keys\""));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! since 26.2; we batch ourselves), and column comments.
 
 mod client;
+mod external;
 mod fence;
 mod insert;
 mod lookup;

@@ -8,9 +8,8 @@ use std::time::Duration;
 use umkm_core::dedup::Key;
 use umkm_core::rollups::{self, REPAIRS_TABLE, SUSPECTS_TABLE};
 
+use super::external::ExternalData;
 use super::{ClickHouse, ClickHouseError};
-
-const BOUNDARY: &str = "umkm-pulse-rollup-rows-8d41c7";
 
 /// What one repair run did.
 #[derive(Debug, Default)]
@@ -19,29 +18,6 @@ pub struct RepairReport {
     pub suspects: u64,
     /// Per rollup: rows inserted, groups above the facts (left alone), groups still changing.
     pub per_rollup: Vec<(&'static str, usize, usize, usize)>,
-}
-
-/// The multipart body of one external table `name` holding `rows` (TabSeparated lines).
-fn external_body(name: &str, rows: impl Iterator<Item = String>) -> Result<Vec<u8>, String> {
-    let mut body = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}.tsv\"\r\nContent-Type: text/tab-separated-values\r\n\r\n"
-    )
-    .into_bytes();
-    let start = body.len();
-    for (i, r) in rows.enumerate() {
-        if i > 0 {
-            body.push(b'\n');
-        }
-        body.extend_from_slice(r.as_bytes());
-    }
-    if body[start..]
-        .windows(BOUNDARY.len())
-        .any(|w| w == BOUNDARY.as_bytes())
-    {
-        return Err(format!("the rows of {name} contain the multipart boundary"));
-    }
-    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    Ok(body)
 }
 
 impl ClickHouse {
@@ -63,7 +39,7 @@ impl ClickHouse {
                 k.hex_inline().as_str()
             )
         });
-        let body = external_body("_umkm_suspects", rows).map_err(ClickHouseError::fatal)?;
+        let data = ExternalData::lines("_umkm_suspects", rows);
         let sql = format!(
             "INSERT INTO {}.{SUSPECTS_TABLE} (fact_table, event_date, dedup_key, noted_at) \
              SELECT '{facts}', event_date, dedup_key, now() FROM _umkm_suspects",
@@ -79,8 +55,7 @@ impl ClickHouse {
                 ),
                 ("_umkm_suspects_format", "TabSeparated"),
             ],
-            BOUNDARY,
-            body,
+            data,
             self.query_timeout,
         )
         .await
@@ -169,8 +144,7 @@ impl ClickHouse {
         rollup: &rollups::Rollup,
         rows: &[String],
     ) -> Result<(), ClickHouseError> {
-        let body =
-            external_body("_umkm_repair", rows.iter().cloned()).map_err(ClickHouseError::fatal)?;
+        let data = ExternalData::lines("_umkm_repair", rows);
         let columns = rollup
             .keys
             .iter()
@@ -190,8 +164,7 @@ impl ClickHouse {
                 ("_umkm_repair_structure", structure.as_str()),
                 ("_umkm_repair_format", "TabSeparated"),
             ],
-            BOUNDARY,
-            body,
+            data,
             self.insert_timeout,
         )
         .await
@@ -228,15 +201,5 @@ mod tests {
             Ok((1_700_000_000 - REVISIT_S, 1_700_000_300))
         );
         assert!(parse_window("x").is_err());
-    }
-
-    #[test]
-    fn rows_travel_as_one_external_table() {
-        let body =
-            external_body("_t", ["a\t1".to_string(), "b\t2".to_string()].into_iter()).unwrap();
-        let body = String::from_utf8(body).unwrap();
-        assert!(body.contains("name=\"_t\""));
-        assert!(body.contains("\r\n\r\na\t1\nb\t2\r\n--"));
-        assert!(external_body("_t", [format!("x{BOUNDARY}")].into_iter()).is_err());
     }
 }

@@ -578,12 +578,11 @@ impl<F: Family> Pipeline<F> {
         let partitions = self.batch.event_partitions();
         let claimed = self.claim_partitions(&partitions).await?;
         // A previous attempt of ours (failed or timed out on our side) or the partition's
-        // previous owner may still be inserting, or may have been cut short: wait for it so the
-        // lookup sees its rows.
-        let earlier_insert_uncertain = claimed
+        // previous owner may still be inserting: wait for it so the lookup sees its rows.
+        let an_insert_may_be_running = claimed
             || self.failures.clickhouse_failing()
             || partitions.iter().any(|p| self.newly_assigned.contains(p));
-        if earlier_insert_uncertain {
+        if an_insert_may_be_running {
             insert::wait_for_running(
                 &self.clickhouse,
                 F::TABLE,
