@@ -51,6 +51,9 @@ pub struct KafkaSettings {
     /// `dlq.payload_omitted_bytes` only): below the DLQ producer's `message.max.bytes`.
     pub dlq_max_payload_bytes: usize,
     pub session_timeout_ms: u64,
+    /// How often the consumer heartbeats; below the session timeout, at most a third of it
+    /// advised (README "Configuration": why 1 s rather than librdkafka's 3 s).
+    pub heartbeat_interval_ms: u64,
     pub max_poll_interval_ms: u64,
     /// `earliest` or `latest`: where a group without committed offsets starts.
     pub auto_offset_reset: String,
@@ -222,6 +225,7 @@ impl Default for KafkaSettings {
             dlq_topic: "payments.dlq".into(),
             dlq_max_payload_bytes: 900_000,
             session_timeout_ms: 10_000,
+            heartbeat_interval_ms: 1_000,
             max_poll_interval_ms: 300_000,
             auto_offset_reset: "earliest".into(),
             security: KafkaSecurity::default(),
@@ -570,6 +574,12 @@ pub fn validate(mut s: Settings) -> Result<Validated, Vec<String>> {
     if k.session_timeout_ms < 1_000 {
         p.push("kafka.session_timeout_ms: below 1000".into());
     }
+    if k.heartbeat_interval_ms == 0 || k.heartbeat_interval_ms >= k.session_timeout_ms {
+        p.push(format!(
+            "kafka.heartbeat_interval_ms: {} ms must be above 0 and below kafka.session_timeout_ms ({} ms)",
+            k.heartbeat_interval_ms, k.session_timeout_ms
+        ));
+    }
     match (&s.registry.url, &s.registry.dir) {
         (None, None) => p.push(
             "registry: set registry.url (Confluent-compatible registry) or registry.dir (file registry)"
@@ -786,6 +796,27 @@ mod tests {
             "{twice:?}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_heartbeat_must_come_within_the_session() {
+        let valid = |session: u64, heartbeat: u64| {
+            let mut s = load(&defaults(), None, &BTreeMap::new()).unwrap();
+            s.registry.url = Some("http://registry:8081".into());
+            s.pii.hash_key = Secret("0123456789abcdef0123".into());
+            s.kafka.session_timeout_ms = session;
+            s.kafka.heartbeat_interval_ms = heartbeat;
+            validate(s)
+        };
+        assert!(valid(10_000, 1_000).is_ok(), "the defaults");
+        assert!(valid(6_000, 3_000).is_ok());
+        let slow = valid(6_000, 6_000).unwrap_err();
+        assert!(
+            slow[0].contains("kafka.heartbeat_interval_ms: 6000 ms")
+                && slow[0].contains("(6000 ms)"),
+            "{slow:?}"
+        );
+        assert!(valid(10_000, 0).is_err());
     }
 
     #[test]

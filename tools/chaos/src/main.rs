@@ -30,7 +30,7 @@ use schedule::{Fault, Kind};
 const PARTITIONS: i32 = 4;
 const USAGE: &str = "umkm-chaos [--seed N] [--minutes M] [--events N] [--consumers 1-3] \
 [--faults all|kind,...] [--clickhouse URL] [--clickhouse-pid-file FILE] \
-[--clickhouse-start 'shell command'] [--tansu BIN] [--work DIR] [--stall-s S]";
+[--clickhouse-start 'shell command'] [--tansu BIN] [--work DIR] [--stall-s S] [--heartbeat-ms MS]";
 
 struct Args {
     seed: u64,
@@ -45,6 +45,8 @@ struct Args {
     work: PathBuf,
     stall: Duration,
     session_timeout_ms: u64,
+    /// The consumers' `kafka.heartbeat_interval_ms`; their own default when not given.
+    heartbeat_ms: Option<u64>,
     insert_timeout_ms: u64,
 }
 
@@ -68,6 +70,7 @@ fn parse_args() -> Result<Args> {
         work: std::env::temp_dir().join(format!("umkm-chaos-{}", std::process::id())),
         stall: Duration::from_secs(60),
         session_timeout_ms: 6_000,
+        heartbeat_ms: None,
         insert_timeout_ms: 5_000,
     };
     let mut it = std::env::args().skip(1);
@@ -91,6 +94,7 @@ fn parse_args() -> Result<Args> {
             "--tansu" => a.tansu = value,
             "--work" => a.work = value.into(),
             "--stall-s" => a.stall = Duration::from_secs(value.parse().context("--stall-s")?),
+            "--heartbeat-ms" => a.heartbeat_ms = Some(value.parse().context("--heartbeat-ms")?),
             _ => bail!("unknown flag {flag}\n{USAGE}"),
         }
     }
@@ -765,6 +769,9 @@ async fn main() -> Result<()> {
         ("UMKM__BATCH__MAX_ROWS", "1000".to_string()),
     ] {
         setup = setup.with_env(k, &v);
+    }
+    if let Some(ms) = args.heartbeat_ms {
+        setup = setup.with_env("UMKM__KAFKA__HEARTBEAT_INTERVAL_MS", &ms.to_string());
     }
     // Spec::default() reports ~1.25 messages per payment.
     // Bad records of each kind: 15, or one per 2,000 messages in longer runs (one bad record

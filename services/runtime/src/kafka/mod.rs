@@ -107,6 +107,7 @@ fn consumer_config(v: &Validated, service: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", &k.auto_offset_reset)
         .set("session.timeout.ms", k.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", k.heartbeat_interval_ms.to_string())
         .set("max.poll.interval.ms", k.max_poll_interval_ms.to_string())
         .set("fetch.wait.max.ms", "100")
         // Prefetch at most 16 MiB (librdkafka's default is 64 MiB): about 40,000 QRIS events.
