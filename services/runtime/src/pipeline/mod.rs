@@ -430,9 +430,12 @@ impl<F: Family> Pipeline<F> {
                 RebalanceEvent::Assigned(parts) => {
                     tracing::info!(partitions = ?parts, "partitions assigned");
                     self.newly_assigned.extend(parts.iter().map(|(_, p)| *p));
-                    if self.paused {
-                        self.pause(true);
-                    }
+                    // librdkafka keeps an application pause on a partition through its
+                    // revocation and re-assignment, and a resume reaches only the partitions
+                    // held at the time: a partition paused by a failing write and revoked
+                    // before the recovery would come back paused for good. So every
+                    // assignment gets the state this consumer is in now.
+                    self.pause(self.paused);
                 }
             }
         }
