@@ -110,6 +110,21 @@ impl Cluster {
             .with_context(|| format!("node {}", i + 1))
     }
 
+    /// What `scripts/cluster diagnose` prints about the local cluster (nothing for an
+    /// external one): for the error of a failed test.
+    pub fn diagnosis(&self) -> String {
+        if !self.local {
+            return String::new();
+        }
+        match Command::new(repo_root().join("scripts/cluster"))
+            .arg("diagnose")
+            .output()
+        {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+            Err(e) => format!("scripts/cluster diagnose: {e}"),
+        }
+    }
+
     /// `scripts/cluster <args>` (kill N, start N, zk-stop, zk-start): only on the local cluster.
     pub fn script(&self, args: &[&str]) -> Result<()> {
         ensure!(

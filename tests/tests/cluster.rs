@@ -361,8 +361,13 @@ async fn same_metrics(single: &Deployment, cluster: &Deployment) -> Result<usize
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_consumers_per_family_on_the_cluster_land_exactly_and_match_one_server() -> Result<()>
 {
-    let base = Env::from_env();
     let cluster = Cluster::from_env()?;
+    let outcome = three_consumers_per_family(&cluster).await;
+    with_diagnosis(&cluster, outcome)
+}
+
+async fn three_consumers_per_family(cluster: &Cluster) -> Result<()> {
+    let base = Env::from_env();
     let (msgs, truth) = stream(spec(13, 4_000));
 
     let started = Instant::now();
@@ -376,7 +381,7 @@ async fn three_consumers_per_family_on_the_cluster_land_exactly_and_match_one_se
     single.wait_committed(Duration::from_secs(240)).await?;
 
     // Replicas first: a count through the Distributed table reads any replica of a shard.
-    let qris_per_node = check_shards(&cluster, &on_cluster.database).await?;
+    let qris_per_node = check_shards(cluster, &on_cluster.database).await?;
     on_cluster.check_exact(&truth).await?;
     single.check_exact(&truth).await?;
     ensure!(
@@ -403,6 +408,12 @@ async fn three_consumers_per_family_on_the_cluster_land_exactly_and_match_one_se
     Ok(())
 }
 
+/// A failed test's error with the cluster's state (`scripts/cluster diagnose`) added: the
+/// stuck DDL, read-only tables or lost ZooKeeper sessions behind it.
+fn with_diagnosis(cluster: &Cluster, outcome: Result<()>) -> Result<()> {
+    outcome.map_err(|e| e.context(format!("cluster state:\n{}", cluster.diagnosis())))
+}
+
 /// Whether every consumer of the deployment answers `/health/ready` with `code`.
 async fn all_ready_is(d: &Deployment, code: u16) -> bool {
     for fam in &d.families {
@@ -417,8 +428,13 @@ async fn all_ready_is(d: &Deployment, code: u16) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_stream_and_restarted_catches_up_and_stays_exact() -> Result<()> {
-    let base = Env::from_env();
     let cluster = Cluster::from_env()?;
+    let outcome = replica_killed_and_restarted(&cluster).await;
+    with_diagnosis(&cluster, outcome)
+}
+
+async fn replica_killed_and_restarted(cluster: &Cluster) -> Result<()> {
+    let base = Env::from_env();
     let (msgs, truth) = stream(spec(21, 6_000));
     let mut d = Deployment::start(&cluster.env(&base), "clu_kill", 2).await?;
     let thirds = msgs.len() / 3;
@@ -439,7 +455,7 @@ async fn a_replica_killed_mid_stream_and_restarted_catches_up_and_stays_exact() 
     let down_s = killed.elapsed().as_secs_f64();
     d.publish(&msgs[2 * thirds..]).await?;
     d.wait_committed(Duration::from_secs(240)).await?;
-    let per_node = check_shards(&cluster, &d.database).await?;
+    let per_node = check_shards(cluster, &d.database).await?;
     d.check_exact(&truth).await?;
     d.stop()?;
     println!(
@@ -453,8 +469,13 @@ async fn a_replica_killed_mid_stream_and_restarted_catches_up_and_stays_exact() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zookeeper_stopped_mid_stream_pauses_the_writes_and_stays_exact() -> Result<()> {
-    let base = Env::from_env();
     let cluster = Cluster::from_env()?;
+    let outcome = zookeeper_stopped(&cluster).await;
+    with_diagnosis(&cluster, outcome)
+}
+
+async fn zookeeper_stopped(cluster: &Cluster) -> Result<()> {
+    let base = Env::from_env();
     let (msgs, truth) = stream(spec(34, 6_000));
     let mut d = Deployment::start(&cluster.env(&base), "clu_zk", 1).await?;
     let thirds = msgs.len() / 3;
@@ -463,7 +484,7 @@ async fn zookeeper_stopped_mid_stream_pauses_the_writes_and_stays_exact() -> Res
     cluster.script(&["zk-stop"])?;
     // Started again whatever happens below: a failure here must not leave the cluster without
     // ZooKeeper for the tests after this one.
-    let _zk = ZkRestart(&cluster);
+    let _zk = ZkRestart(cluster);
     let stopped = Instant::now();
     d.publish(&msgs[thirds..2 * thirds]).await?;
     // The replicated tables cannot take inserts: every consumer reports not-ready.
@@ -496,7 +517,7 @@ async fn zookeeper_stopped_mid_stream_pauses_the_writes_and_stays_exact() -> Res
     .await?;
     // Replicas first: after the outage one replica of a shard may still be fetching parts,
     // and a count through the Distributed table reads either.
-    check_shards(&cluster, &d.database).await?;
+    check_shards(cluster, &d.database).await?;
     d.check_exact(&truth).await?;
     d.stop()?;
     println!(
@@ -547,11 +568,16 @@ fn migrate(cluster: &Cluster, database: &str, env: &[(&str, &str)]) -> Result<(i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_cluster_ddl_with_a_node_down_fails_clearly_and_a_rerun_completes() -> Result<()> {
     let cluster = Cluster::from_env()?;
+    let outcome = ddl_with_a_node_down(&cluster).await;
+    with_diagnosis(&cluster, outcome)
+}
+
+async fn ddl_with_a_node_down(cluster: &Cluster) -> Result<()> {
     let db = unique("clu_ddl");
     cluster.script(&["kill", "4"])?;
     let t = Instant::now();
     let failed = migrate(
-        &cluster,
+        cluster,
         &db,
         &[("UMKM__CLICKHOUSE__DDL_TIMEOUT_MS", "5000")],
     );
@@ -578,7 +604,7 @@ async fn on_cluster_ddl_with_a_node_down_fails_clearly_and_a_rerun_completes() -
     let out = out.clone();
     // Node 4 runs the queued statement when it returns; a re-run applies everything, twice.
     for run in 1..=2 {
-        let (code, out) = migrate(&cluster, &db, &[])?;
+        let (code, out) = migrate(cluster, &db, &[])?;
         ensure!(
             code == 0,
             "migrate run {run} after the restart exited {code}:\n{out}"
