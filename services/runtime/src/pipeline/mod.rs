@@ -341,7 +341,7 @@ impl<F: Family> Pipeline<F> {
                 timer_at = wake;
                 timer.as_mut().reset(wake.into());
             }
-            let step = tokio::select! {
+            let mut step = tokio::select! {
                 biased;
                 done = insert::finished(&mut self.in_flight) => Step::Inserted(done),
                 _ = &mut *stop_rx, if !stopping => Step::Stop,
@@ -355,7 +355,15 @@ impl<F: Family> Pipeline<F> {
             // have happened during this very call, and a message it returned already belongs
             // to the new assignment. So the events are applied here, before the message joins
             // the batch, or the revocation would drop it while librdkafka has moved past it.
-            self.apply_rebalance_events();
+            // An insert that finished in this very step is out of `in_flight` already: its
+            // batch gets the revocation here, or it would be retried (and claimed, and
+            // committed) for partitions that are another consumer's now.
+            let revoked = self.apply_rebalance_events();
+            if let Step::Inserted(Ok(done)) = &mut step
+                && !revoked.is_empty()
+            {
+                done.batch.revoke(&revoked);
+            }
             match step {
                 Step::Inserted(done) => self.inserted(done).await?,
                 Step::Stop => {
@@ -405,7 +413,9 @@ impl<F: Family> Pipeline<F> {
         Ok(())
     }
 
-    fn apply_rebalance_events(&mut self) {
+    /// Applies the rebalances since the last call; returns every partition they revoked.
+    fn apply_rebalance_events(&mut self) -> HashSet<TopicPartition> {
+        let mut all_revoked = HashSet::new();
         for e in self.consumer.context().take_events() {
             self.faults.at(Point::Rebalance);
             match e {
@@ -426,6 +436,7 @@ impl<F: Family> Pipeline<F> {
                         dropped_partitions = dropped,
                         "partitions revoked"
                     );
+                    all_revoked.extend(revoked);
                 }
                 RebalanceEvent::Assigned(parts) => {
                     tracing::info!(partitions = ?parts, "partitions assigned");
@@ -446,6 +457,7 @@ impl<F: Family> Pipeline<F> {
             self.failures.dlq_recovered();
             self.recovered();
         }
+        all_revoked
     }
 
     /// Whether to start a flush now: a batch is due (any batch at shutdown), no insert is in
@@ -741,11 +753,36 @@ impl<F: Family> Pipeline<F> {
         if batch.is_empty() {
             return; // every partition of it was revoked meanwhile
         }
+        // Only partitions assigned right now: the group accepts a member's commit for any
+        // partition, and an old offset committed for a partition another consumer holds now
+        // would rewind that consumer's progress. What is left out is consumed again by the
+        // partition's owner and deduplicated.
+        let assigned = match self.consumer.assignment() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the assignment; not committing this batch");
+                return;
+            }
+        };
         let mut tpl = TopicPartitionList::new();
+        let mut not_assigned = 0;
         for (t, p, next) in batch.offsets() {
+            if assigned.find_partition(t, p).is_none() {
+                not_assigned += 1;
+                continue;
+            }
             if let Err(e) = tpl.add_partition_offset(t, p, Offset::Offset(next)) {
                 tracing::warn!(error = %e, "cannot build commit list");
             }
+        }
+        if not_assigned > 0 {
+            tracing::info!(
+                partitions = not_assigned,
+                "not committing partitions this consumer no longer holds"
+            );
+        }
+        if tpl.count() == 0 {
+            return;
         }
         let consumer = self.consumer.clone();
         let committed =
