@@ -125,6 +125,27 @@ impl Cluster {
         }
     }
 
+    /// Restarts every local node whose DDL worker stopped (`scripts/cluster heal`, a
+    /// ClickHouse 18.16 bug: docs/operations.md "On a ClickHouse cluster"); returns what it
+    /// restarted, nothing for an external cluster.
+    pub fn heal(&self) -> Result<Vec<String>> {
+        if !self.local {
+            return Ok(Vec::new());
+        }
+        let out = Command::new(repo_root().join("scripts/cluster"))
+            .arg("heal")
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "scripts/cluster heal: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect())
+    }
+
     /// `scripts/cluster <args>` (kill N, start N, zk-stop, zk-start): only on the local cluster.
     pub fn script(&self, args: &[&str]) -> Result<()> {
         ensure!(

@@ -53,7 +53,12 @@ struct Deployment {
 impl Deployment {
     /// Fresh topics and database; the first qris-consumer applies the migrations before the
     /// others start (as docker-compose's `migrate` job does).
-    async fn start(env: &Env, name: &str, instances: usize) -> Result<Deployment> {
+    async fn start(
+        env: &Env,
+        cluster: Option<&Cluster>,
+        name: &str,
+        instances: usize,
+    ) -> Result<Deployment> {
         let database = unique(name);
         let mut families = Vec::new();
         for (feed, svc, tag) in [
@@ -77,22 +82,54 @@ impl Deployment {
             families,
         };
         d.add(0)?;
-        let first = &d.families[0].procs[0];
-        wait_until(Duration::from_secs(180), "first consumer ready", || async {
-            Ok(first
-                .get("/health/ready")
-                .await
-                .map(|r| r.0 == 200)
-                .unwrap_or(false))
-        })
-        .await
-        .map_err(|e| e.context(first.log_tail()))?;
+        if let Err(e) = d.first_ready().await {
+            // ClickHouse 18.16's DDL worker can stop for good when both replicas of a shard run
+            // one ON CLUSTER ALTER (docs/operations.md "On a ClickHouse cluster"); the
+            // migration then waits for that node. Restarted, the node runs its queue again and
+            // a second run of the migrations completes. Any other failure is the test's.
+            let healed = match cluster {
+                Some(c) => c.heal()?,
+                None => Vec::new(),
+            };
+            if healed.is_empty() {
+                return Err(e);
+            }
+            println!(
+                "{name}: {} (its DDL worker had stopped); migrations run again",
+                healed.join(", ")
+            );
+            d.families[0].procs.clear();
+            d.add(0)?;
+            d.first_ready().await?;
+        }
         for f in 0..3 {
             while d.families[f].procs.len() < instances {
                 d.add(f)?;
             }
         }
         Ok(d)
+    }
+
+    /// Waits until the first consumer (the one that migrates) is ready: an error if it exits
+    /// or is not ready within 180 s.
+    async fn first_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let first = &mut self.families[0].procs[0];
+        loop {
+            if first.get("/health/ready").await.is_ok_and(|r| r.0 == 200) {
+                return Ok(());
+            }
+            if let Some(code) = first.exited() {
+                bail!("the first consumer exited {code}:\n{}", first.log_tail());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the first consumer not ready after 180 s:\n{}",
+                    first.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// Starts one more consumer of family `f`.
@@ -362,6 +399,7 @@ async fn same_metrics(single: &Deployment, cluster: &Deployment) -> Result<usize
 async fn three_consumers_per_family_on_the_cluster_land_exactly_and_match_one_server() -> Result<()>
 {
     let cluster = Cluster::from_env()?;
+    heal_before(&cluster)?;
     let outcome = three_consumers_per_family(&cluster).await;
     with_diagnosis(&cluster, outcome)
 }
@@ -371,8 +409,9 @@ async fn three_consumers_per_family(cluster: &Cluster) -> Result<()> {
     let (msgs, truth) = stream(spec(13, 4_000));
 
     let started = Instant::now();
-    let mut on_cluster = Deployment::start(&cluster.env(&base), "clu_e2e", 3).await?;
-    let mut single = Deployment::start(&base, "clu_single", 1).await?;
+    let mut on_cluster =
+        Deployment::start(&cluster.env(&base), Some(cluster), "clu_e2e", 3).await?;
+    let mut single = Deployment::start(&base, None, "clu_single", 1).await?;
     single.publish(&msgs).await?;
     let t0 = Instant::now();
     on_cluster.publish(&msgs).await?;
@@ -408,6 +447,15 @@ async fn three_consumers_per_family(cluster: &Cluster) -> Result<()> {
     Ok(())
 }
 
+/// A DDL worker stopped by an earlier test (ClickHouse 18.16, docs/operations.md) must not
+/// fail this one: such a node is restarted first, and said so.
+fn heal_before(cluster: &Cluster) -> Result<()> {
+    for restarted in cluster.heal()? {
+        println!("before the test: {restarted} (its DDL worker had stopped)");
+    }
+    Ok(())
+}
+
 /// A failed test's error with the cluster's state (`scripts/cluster diagnose`) added: the
 /// stuck DDL, read-only tables or lost ZooKeeper sessions behind it.
 fn with_diagnosis(cluster: &Cluster, outcome: Result<()>) -> Result<()> {
@@ -429,6 +477,7 @@ async fn all_ready_is(d: &Deployment, code: u16) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_stream_and_restarted_catches_up_and_stays_exact() -> Result<()> {
     let cluster = Cluster::from_env()?;
+    heal_before(&cluster)?;
     let outcome = replica_killed_and_restarted(&cluster).await;
     with_diagnosis(&cluster, outcome)
 }
@@ -436,7 +485,7 @@ async fn a_replica_killed_mid_stream_and_restarted_catches_up_and_stays_exact() 
 async fn replica_killed_and_restarted(cluster: &Cluster) -> Result<()> {
     let base = Env::from_env();
     let (msgs, truth) = stream(spec(21, 6_000));
-    let mut d = Deployment::start(&cluster.env(&base), "clu_kill", 2).await?;
+    let mut d = Deployment::start(&cluster.env(&base), Some(cluster), "clu_kill", 2).await?;
     let thirds = msgs.len() / 3;
     d.publish(&msgs[..thirds]).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -470,6 +519,7 @@ async fn replica_killed_and_restarted(cluster: &Cluster) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zookeeper_stopped_mid_stream_pauses_the_writes_and_stays_exact() -> Result<()> {
     let cluster = Cluster::from_env()?;
+    heal_before(&cluster)?;
     let outcome = zookeeper_stopped(&cluster).await;
     with_diagnosis(&cluster, outcome)
 }
@@ -477,7 +527,7 @@ async fn zookeeper_stopped_mid_stream_pauses_the_writes_and_stays_exact() -> Res
 async fn zookeeper_stopped(cluster: &Cluster) -> Result<()> {
     let base = Env::from_env();
     let (msgs, truth) = stream(spec(34, 6_000));
-    let mut d = Deployment::start(&cluster.env(&base), "clu_zk", 1).await?;
+    let mut d = Deployment::start(&cluster.env(&base), Some(cluster), "clu_zk", 1).await?;
     let thirds = msgs.len() / 3;
     d.publish(&msgs[..thirds]).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -568,6 +618,7 @@ fn migrate(cluster: &Cluster, database: &str, env: &[(&str, &str)]) -> Result<(i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_cluster_ddl_with_a_node_down_fails_clearly_and_a_rerun_completes() -> Result<()> {
     let cluster = Cluster::from_env()?;
+    heal_before(&cluster)?;
     let outcome = ddl_with_a_node_down(&cluster).await;
     with_diagnosis(&cluster, outcome)
 }
@@ -604,7 +655,20 @@ async fn ddl_with_a_node_down(cluster: &Cluster) -> Result<()> {
     let out = out.clone();
     // Node 4 runs the queued statement when it returns; a re-run applies everything, twice.
     for run in 1..=2 {
-        let (code, out) = migrate(cluster, &db, &[])?;
+        let (mut code, mut out) = migrate(cluster, &db, &[])?;
+        // The same ClickHouse 18.16 race as in `Deployment::start` (docs/operations.md).
+        let healed = if code == 0 {
+            Vec::new()
+        } else {
+            cluster.heal()?
+        };
+        if !healed.is_empty() {
+            println!(
+                "migrate run {run}: {} (its DDL worker had stopped); run again",
+                healed.join(", ")
+            );
+            (code, out) = migrate(cluster, &db, &[])?;
+        }
         ensure!(
             code == 0,
             "migrate run {run} after the restart exited {code}:\n{out}"
