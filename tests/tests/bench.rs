@@ -40,6 +40,7 @@ fn bench_all_parts_run_and_land_exactly() -> Result<()> {
     // Each part checked its own rows (the bench fails otherwise); the table has every line.
     for line in [
         "| core, one core |",
+        "| core, heap allocations per event |",
         "| broker ceiling",
         "| ClickHouse ceiling",
         "| ... the same into a bare table",

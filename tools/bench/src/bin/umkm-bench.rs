@@ -11,9 +11,60 @@
 //! included). Runs on a current-thread runtime: one core. Prints events/s per run and the
 //! median, and the CPU time per event.
 
-// The consumers' allocator, so that `core` measures what they do.
+// The consumers' allocator (mimalloc), so that `core` measures what they do; it counts
+// allocations while `core` asks it to.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: counting::Counting = counting::Counting;
+
+/// mimalloc with an allocation counter that `core` switches on for its counted pass
+/// (docs/benchmarks.md "Allocations"); switched off it costs one relaxed load per allocation.
+#[allow(unsafe_code)] // the workspace's one exception: a `GlobalAlloc` is unsafe to implement
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+    pub struct Counting;
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+    fn note() {
+        if ON.load(Relaxed) {
+            ALLOCATIONS.fetch_add(1, Relaxed);
+        }
+    }
+
+    // SAFETY: every call goes to mimalloc unchanged; counting touches only two atomics.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note();
+            unsafe { mimalloc::MiMalloc.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            note();
+            unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note();
+            unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+        }
+    }
+
+    /// Starts counting heap allocations (reallocations included) from zero, on every thread.
+    pub fn start() {
+        ALLOCATIONS.store(0, Relaxed);
+        ON.store(true, Relaxed);
+    }
+
+    /// Stops counting and returns the allocations since `start`.
+    pub fn stop() -> u64 {
+        ON.store(false, Relaxed);
+        ALLOCATIONS.load(Relaxed)
+    }
+}
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -38,7 +89,7 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-async fn core(events: usize, runs: usize, batch: usize) -> Result<(f64, f64)> {
+async fn core(events: usize, runs: usize, batch: usize) -> Result<Core> {
     // Pre-published QRIS messages from the Banten model.
     let mut stream = Stream::new(Spec {
         seed: 5,
@@ -78,6 +129,15 @@ async fn core(events: usize, runs: usize, batch: usize) -> Result<(f64, f64)> {
         "core: {} QRIS messages (Banten model, seed 5), batches of {batch}, {runs} runs, one core",
         msgs.len()
     );
+    let pass = Pass {
+        msgs: &msgs,
+        decoder: &decoder,
+        family: &family,
+        client: &client,
+        mock: &mock,
+        now,
+        batch,
+    };
     // Where the time goes: decode alone, then decode + process, over the same messages.
     let t = Instant::now();
     for (_, payload) in &msgs {
@@ -97,16 +157,7 @@ async fn core(events: usize, runs: usize, batch: usize) -> Result<(f64, f64)> {
     let t = Instant::now();
     for (i, (key, payload)) in msgs.iter().enumerate() {
         let e: QrisPayment = decoder.decode(payload).context("decode")?;
-        let meta = MessageMeta {
-            topic: "payments.qris.v1",
-            partition: 0,
-            offset: i as i64,
-            key: Some(key),
-            schema_id: 1,
-            now_ms: now,
-            now_secs: (now / 1000) as u32,
-        };
-        let _ = std::hint::black_box(family.process(e, &meta));
+        let _ = std::hint::black_box(family.process(e, &pass.meta(i as i64, key)));
     }
     let process_us = t.elapsed().as_secs_f64() / msgs.len() as f64 * 1e6 - decode_us;
     println!(
@@ -117,22 +168,99 @@ async fn core(events: usize, runs: usize, batch: usize) -> Result<(f64, f64)> {
     let mut cpu_per_event = Vec::new();
     for run in 1..=runs {
         let (t0, c0) = (Instant::now(), cpu_seconds());
+        let PassResult {
+            rows_out,
+            dups,
+            invalid,
+        } = pass.run().await?;
+        let secs = t0.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - c0;
+        let rate = msgs.len() as f64 / secs;
+        println!(
+            "  run {run}: {rate:>10.0} events/s  ({secs:.2} s wall, {:.2} us CPU/event; {rows_out} rows, {dups} in-batch duplicates, {invalid} invalid)",
+            cpu / msgs.len() as f64 * 1e6
+        );
+        rates.push(rate);
+        cpu_per_event.push(cpu / msgs.len() as f64 * 1e6);
+    }
+    // Heap allocations, counted in passes of their own (the timed runs do not count): decode
+    // alone, decode + process, and a whole run as above (batches, dedup, encoding included),
+    // after the timed runs warmed every buffer.
+    let per_event = |n: u64| n as f64 / msgs.len() as f64;
+    counting::start();
+    for (_, payload) in &msgs {
+        let e: QrisPayment = decoder.decode(payload).context("decode")?;
+        std::hint::black_box(e);
+    }
+    let decode_allocs = per_event(counting::stop());
+    counting::start();
+    for (i, (key, payload)) in msgs.iter().enumerate() {
+        let e: QrisPayment = decoder.decode(payload).context("decode")?;
+        let _ = std::hint::black_box(family.process(e, &pass.meta(i as i64, key)));
+    }
+    let process_allocs = per_event(counting::stop());
+    counting::start();
+    pass.run().await?;
+    let run_allocs = per_event(counting::stop());
+    println!(
+        "  heap allocations per event: {run_allocs:.2} in a whole run (decode {decode_allocs:.2}, decode + validate + normalise {process_allocs:.2})"
+    );
+    let (rate, cpu) = (median(&mut rates), median(&mut cpu_per_event));
+    println!(
+        "core median: {rate:.0} events/s on one core, {cpu:.2} us CPU per event (target >= 500,000 events/s, docs/benchmarks.md)"
+    );
+    Ok(Core {
+        rate,
+        cpu_us: cpu,
+        allocations: run_allocs,
+    })
+}
+
+/// The core's medians, and its heap allocations per event.
+struct Core {
+    rate: f64,
+    cpu_us: f64,
+    allocations: f64,
+}
+
+/// One pass of the core over every message, batch by batch, as the consumer does it.
+struct Pass<'a> {
+    msgs: &'a [(Vec<u8>, Vec<u8>)],
+    decoder: &'a Decoder,
+    family: &'a Qris,
+    client: &'a clickhouse::Client,
+    mock: &'a clickhouse::test::Mock,
+    now: i64,
+    batch: usize,
+}
+
+struct PassResult {
+    rows_out: usize,
+    dups: usize,
+    invalid: usize,
+}
+
+impl Pass<'_> {
+    fn meta<'m>(&self, offset: i64, key: &'m [u8]) -> MessageMeta<'m> {
+        MessageMeta {
+            topic: "payments.qris.v1",
+            partition: 0,
+            offset,
+            key: Some(key),
+            schema_id: 1,
+            now_ms: self.now,
+            now_secs: (self.now / 1000) as u32,
+        }
+    }
+
+    async fn run(&self) -> Result<PassResult> {
         let (mut rows_out, mut dups, mut invalid) = (0usize, 0usize, 0usize);
-        for (chunk_no, chunk) in msgs.chunks(batch).enumerate() {
+        for (chunk_no, chunk) in self.msgs.chunks(self.batch).enumerate() {
             let mut candidates: Vec<Candidate<QrisRow>> = Vec::with_capacity(chunk.len());
             for (i, (key, payload)) in chunk.iter().enumerate() {
-                let offset = (chunk_no * batch + i) as i64;
-                let event: QrisPayment = decoder.decode(payload).context("decode")?;
-                let meta = MessageMeta {
-                    topic: "payments.qris.v1",
-                    partition: 0,
-                    offset,
-                    key: Some(key),
-                    schema_id: 1,
-                    now_ms: now,
-                    now_secs: (now / 1000) as u32,
-                };
-                match family.process(event, &meta) {
+                let offset = (chunk_no * self.batch + i) as i64;
+                let event: QrisPayment = self.decoder.decode(payload).context("decode")?;
+                match self.family.process(event, &self.meta(offset, key)) {
                     Ok(p) => candidates.push(Candidate {
                         key: p.key,
                         alt: p.alt,
@@ -146,29 +274,20 @@ async fn core(events: usize, runs: usize, batch: usize) -> Result<(f64, f64)> {
             }
             let (winners, d) = resolve_in_batch(candidates);
             dups += d;
-            let _recorded = mock.add(clickhouse::test::handlers::record_ddl());
-            let mut insert = client.insert::<QrisRow>("qris_payments").await?;
+            let _recorded = self.mock.add(clickhouse::test::handlers::record_ddl());
+            let mut insert = self.client.insert::<QrisRow>("qris_payments").await?;
             for c in &winners {
                 insert.write(&c.row).await?;
             }
             insert.end().await?;
             rows_out += winners.len();
         }
-        let secs = t0.elapsed().as_secs_f64();
-        let cpu = cpu_seconds() - c0;
-        let rate = msgs.len() as f64 / secs;
-        println!(
-            "  run {run}: {rate:>10.0} events/s  ({secs:.2} s wall, {:.2} us CPU/event; {rows_out} rows, {dups} in-batch duplicates, {invalid} invalid)",
-            cpu / msgs.len() as f64 * 1e6
-        );
-        rates.push(rate);
-        cpu_per_event.push(cpu / msgs.len() as f64 * 1e6);
+        Ok(PassResult {
+            rows_out,
+            dups,
+            invalid,
+        })
     }
-    let (rate, cpu) = (median(&mut rates), median(&mut cpu_per_event));
-    println!(
-        "core median: {rate:.0} events/s on one core, {cpu:.2} us CPU per event (target >= 250,000 events/s)"
-    );
-    Ok((rate, cpu))
 }
 
 /// What `all` measures, besides the core.
@@ -208,7 +327,7 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
     let runs = a.runs;
     println!("== core ==");
     let service_batch = umkm_runtime::config::BatchSettings::default().max_rows;
-    let (core_rate, core_cpu) = core(core_events, runs, service_batch).await?;
+    let core = core(core_events, runs, service_batch).await?;
 
     println!("== dataset ==");
     let t = Instant::now();
@@ -397,8 +516,15 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
     println!("| measure | median | runs | target |");
     println!("|---|---|---|---|");
     println!(
-        "| core, one core | {core_rate:.0} events/s ({core_cpu:.2} us CPU/event) | see above | >= 250,000: {} |",
-        ok(core_rate >= 250_000.0)
+        "| core, one core | {:.0} events/s ({:.2} us CPU/event) | see above | >= 500,000 (<= 2 us): {} |",
+        core.rate,
+        core.cpu_us,
+        ok(core.rate >= 500_000.0)
+    );
+    println!(
+        "| core, heap allocations per event | {:.2} | | 0: {} |",
+        core.allocations,
+        ok(core.allocations < 0.005)
     );
     println!(
         "| broker ceiling (bare rdkafka consumer) | {broker_med:.0} events/s | {} | |",
@@ -410,26 +536,26 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
         runs_text(&chc, "")
     );
     let bare_med = median(&mut bare.clone());
+    let e2e_cpu_med = median(&mut e2e_cpu);
     println!(
         "| ... the same into a bare table (no views), for comparison | {bare_med:.0} events/s ({:.0} rows/s) | {} | |",
         bare_med * p.unique_rows as f64 / n,
         runs_text(&bare, "")
     );
     println!(
-        "| end to end, qris-consumer | {e2e_med:.0} events/s = {:.0}% of the {lower_name} ceiling ({:.2} us CPU/event) | {} | >= 70%: {} |",
+        "| end to end, qris-consumer | {e2e_med:.0} events/s = {:.0}% of the {lower_name} ceiling ({e2e_cpu_med:.2} us CPU/event) | {} | >= 90% (<= 3 us): {} |",
         e2e_med / lower * 100.0,
-        median(&mut e2e_cpu),
         runs_text(&e2e, ""),
-        ok(e2e_med >= 0.7 * lower)
+        ok(e2e_med >= 0.9 * lower && e2e_cpu_med <= 3.0)
     );
     let p99m = median(&mut p99.clone());
     println!(
-        "| latency at {:.0} events/s, publish -> row visible | p50 {:.0} ms, p99 {p99m:.0} ms, max {:.0} ms | p99 {} ms | p99 <= 2,000 ms: {} |",
+        "| latency at {:.0} events/s, publish -> row visible | p50 {:.0} ms, p99 {p99m:.0} ms, max {:.0} ms | p99 {} ms | p99 <= 1,000 ms: {} |",
         median(&mut achieved),
         median(&mut p50),
         median(&mut lmax),
         runs_text(&p99, ""),
-        ok(p99m <= 2000.0)
+        ok(p99m <= 1000.0)
     );
     if !cpu_split.is_empty() {
         let col = |f: fn(&(f64, f64, f64, f64)) -> f64| {
@@ -450,17 +576,17 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
     );
     if !base.is_empty() {
         let bm = median(&mut base.clone());
+        let base_cpu_med = median(&mut base_cpu);
+        let cpu_ratio = base_cpu_med / e2e_cpu_med;
         println!(
-            "| Python baseline, same work | {bm:.0} events/s ({:.2} us CPU/event, peak RSS {:.0} MiB) | {} | |",
-            median(&mut base_cpu),
+            "| Python baseline, same work | {bm:.0} events/s ({base_cpu_med:.2} us CPU/event, peak RSS {:.0} MiB) | {} | |",
             median(&mut base_rss),
             runs_text(&base, "")
         );
         println!(
-            "| speed-up of end to end over the baseline | {:.1}x (CPU per event: {:.1}x less) | | >= 10x: {} |",
+            "| speed-up of end to end over the baseline | {:.1}x (CPU per event: {cpu_ratio:.1}x less) | | >= 15x less CPU: {} |",
             e2e_med / bm,
-            median(&mut base_cpu.clone()) / median(&mut e2e_cpu.clone()),
-            ok(e2e_med >= 10.0 * bm)
+            ok(cpu_ratio >= 15.0)
         );
     }
     Ok(())
