@@ -24,6 +24,103 @@ pub fn is_nmid(s: &str) -> bool {
 /// when read back from ClickHouse.
 pub type Label = std::borrow::Cow<'static, str>;
 
+/// A row column drawn from reference data loaded once (a region code and its levels): the
+/// reference holds each value once and every row shares it, so the hot path allocates nothing
+/// for it. Serialized as a string; read back from any string.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Shared(std::sync::Arc<str>);
+
+impl Shared {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Shared {
+    fn from(s: &str) -> Self {
+        Shared(s.into())
+    }
+}
+
+impl From<String> for Shared {
+    fn from(s: String) -> Self {
+        Shared(s.into())
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Shared {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Shared {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl serde::Serialize for Shared {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Shared {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Shared::from)
+    }
+}
+
+/// An integer's decimal digits on the stack, for the key hashes (no allocation per event).
+pub struct Decimal {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    pub fn of(n: i64) -> Decimal {
+        let mut buf = [0u8; 20]; // i64::MIN is a sign and 19 digits
+        let (mut i, mut v) = (buf.len(), n.unsigned_abs());
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        if n < 0 {
+            i -= 1;
+            buf[i] = b'-';
+        }
+        Decimal { buf, start: i }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[self.start..]).expect("ASCII digits and sign")
+    }
+}
+
 /// An optional string, trimmed; empty when absent. Reuses the string when it needs no trimming
 /// (the common case: no allocation per field on the hot path).
 pub fn opt(s: Option<String>) -> String {
@@ -86,6 +183,27 @@ pub fn check_message_key(
 
 #[cfg(test)]
 mod tests {
+    use super::Decimal;
+
+    #[test]
+    fn decimal_digits_match_to_string() {
+        for n in [
+            0,
+            1,
+            -1,
+            9,
+            10,
+            99,
+            100,
+            5_000_000,
+            -123_456,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            assert_eq!(Decimal::of(n).as_str(), n.to_string());
+        }
+    }
+
     use super::*;
 
     #[test]

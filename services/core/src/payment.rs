@@ -235,13 +235,14 @@ pub fn report_keys(
     let payment = Key::of(domains.payment, identity);
     let payment_hex = payment.hex_inline();
     let fact = |date: chrono::NaiveDate| {
+        let iso = crate::time::iso_date_bytes(date);
         Key::of(
             domains.fact,
             &[
                 payment_hex.as_str(),
                 status.as_str(),
                 refund_reference,
-                &crate::time::iso_date(date),
+                std::str::from_utf8(&iso).expect("ASCII digits and dashes"),
             ],
         )
     };

@@ -32,15 +32,79 @@ impl PiiHasher {
     }
 
     /// Normalises (trims, drops spaces and dashes, upper-cases) and hashes; 64 hex characters.
-    pub fn hash(&self, raw: &str) -> String {
-        let norm: String = raw
+    pub fn hash(&self, raw: &str) -> PayerHash {
+        // The normalised characters go straight into the MAC (no intermediate string).
+        let mut mac = self.mac.clone();
+        let mut utf8 = [0u8; 4];
+        for c in raw
             .chars()
             .filter(|c| !c.is_whitespace() && *c != '-')
             .flat_map(char::to_uppercase)
-            .collect();
-        let mut mac = self.mac.clone();
-        mac.update(norm.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        {
+            mac.update(c.encode_utf8(&mut utf8).as_bytes());
+        }
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(mac.finalize().into_bytes(), &mut hex).expect("64 hex digits");
+        PayerHash(Some(hex))
+    }
+}
+
+/// A payer hash's 64 lower-case hex characters, stored inline (no allocation per event), or
+/// empty when the event named no payer: the rows' `payer_hash` column. Serialized as a string;
+/// read back from an empty or a 64-hex-digit string.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PayerHash(Option<[u8; 64]>);
+
+impl PayerHash {
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Only ever built from hex digits (`PiiHasher::hash`, or checked in deserialize).
+            Some(hex) => std::str::from_utf8(hex).expect("hex digits are ASCII"),
+            None => "",
+        }
+    }
+}
+
+impl std::ops::Deref for PayerHash {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for PayerHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<&str> for PayerHash {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl serde::Serialize for PayerHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PayerHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(PayerHash(None));
+        }
+        let mut hex = [0u8; 64];
+        let ok = s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !ok {
+            return Err(serde::de::Error::custom(
+                "a payer hash is empty or 64 lower-case hex digits",
+            ));
+        }
+        hex.copy_from_slice(s.as_bytes());
+        Ok(PayerHash(Some(hex)))
     }
 }
 
@@ -59,5 +123,31 @@ mod tests {
         assert!(!h.contains("0812"));
         assert!(PiiHasher::new(b"short").is_err());
         assert!(!format!("{a:?}").contains("0123"));
+    }
+
+    #[test]
+    fn a_payer_hash_reads_back_what_it_wrote() {
+        let h = PiiHasher::new(b"0123456789abcdef").unwrap().hash("0812");
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(serde_json::from_str::<PayerHash>(&json).unwrap(), h);
+        let empty: PayerHash = serde_json::from_str("\"\"").unwrap();
+        assert_eq!(empty, PayerHash::default());
+        assert_eq!(serde_json::to_string(&empty).unwrap(), "\"\"");
+        assert!(serde_json::from_str::<PayerHash>("\"0812\"").is_err());
+    }
+
+    #[test]
+    fn hashes_stay_what_they_were() {
+        // HMAC-SHA256 of the normalised identifier under the key, computed independently
+        // (Python's hmac): stored payer hashes must not change between versions.
+        let a = PiiHasher::new(b"0123456789abcdef").unwrap();
+        assert_eq!(
+            a.hash("0812-3456-7890"),
+            "2362d07e7f4e8ae677b58540c734c1f8f0e2e2a8b9af986ff9edd716998cc88e"
+        );
+        assert_eq!(
+            a.hash("straße-é 12"), // upper-cased to STRASSEÉ12
+            "149f9b17fb964003153d670657d4f0ccfdb0c70f9ab1e403bc93b94d2314c5d0"
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use crate::Invalid;
+use crate::fields::Shared;
 
 pub const BANTEN_CSV: &str = include_str!("../../../schemas/reference/kemendagri_banten_2025.csv");
 pub const PROVINCES_CSV: &str =
@@ -21,14 +22,17 @@ pub const UNKNOWN_SECTOR: &str = "unknown";
 
 /// A region code checked against the reference and split into its levels.
 #[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The levels are shared with the reference ([`Shared`]): checking a Banten code allocates
+/// nothing.
 pub struct Region {
     /// As given, normalised to dotted form: `36.04` or `36.04.19`.
-    pub code: String,
-    pub province: String,
+    pub code: Shared,
+    pub province: Shared,
     /// `PP.KK`, empty when only a province was given (never for Banten, see `check_region`).
-    pub kab_kota: String,
+    pub kab_kota: Shared,
     /// `PP.KK.CC`, empty when the code is at kab/kota level.
-    pub kecamatan: String,
+    pub kecamatan: Shared,
     /// False for codes outside Banten, which are checked at province level only.
     pub in_reference: bool,
 }
@@ -40,8 +44,12 @@ pub struct Region {
 #[derive(Debug, Clone)]
 pub struct Regions {
     version: String,
-    provinces: HashMap<String, String>,
+    /// Province code -> the same code, shared by the rows.
+    provinces: HashMap<String, Shared>,
     banten: HashMap<String, (String, String)>, // code -> (name, level)
+    /// Every Banten kab/kota and kecamatan code, split into its levels once.
+    banten_levels: HashMap<String, Region>,
+    empty: Shared,
 }
 
 impl Regions {
@@ -67,8 +75,8 @@ impl Regions {
             .lines()
             .skip(1)
             .filter_map(|l| l.split_once(','))
-            .map(|(k, n)| (k.to_string(), n.to_string()))
-            .collect();
+            .map(|(k, _name)| (k.to_string(), Shared::from(k)))
+            .collect::<HashMap<_, _>>();
         let mut banten = HashMap::new();
         let mut lines = csv.lines().enumerate();
         match lines.next() {
@@ -124,10 +132,31 @@ impl Regions {
         if !banten.values().any(|(_, l)| l == "kab_kota") {
             return Err("no kab/kota listed".into());
         }
+        let empty = Shared::default();
+        let banten_levels = banten
+            .iter()
+            .filter(|(_, (_, level))| level != "provinsi") // not a region code alone (`check`)
+            .map(|(code, (_, level))| {
+                let region = Region {
+                    code: Shared::from(code.as_str()),
+                    province: provinces[BANTEN].clone(),
+                    kab_kota: Shared::from(&code[..5]),
+                    kecamatan: if level == "kecamatan" {
+                        Shared::from(code.as_str())
+                    } else {
+                        empty.clone()
+                    },
+                    in_reference: true,
+                };
+                (code.clone(), region)
+            })
+            .collect();
         Ok(Regions {
             version: version.to_string(),
             provinces,
             banten,
+            banten_levels,
+            empty,
         })
     }
 
@@ -173,39 +202,46 @@ impl Regions {
                 ),
             ));
         }
-        // Dotted form: PP.KK or PP.KK.CC (ASCII digits, so byte slicing is safe).
-        let mut code = String::with_capacity(8);
+        // Dotted form, PP.KK or PP.KK.CC, on the stack (ASCII digits and dots).
+        let (mut dotted, mut len) = ([0u8; 8], 0usize);
         for (i, b) in d[..n].iter().enumerate() {
             if i == 2 || i == 4 {
-                code.push('.');
+                dotted[len] = b'.';
+                len += 1;
             }
-            code.push(char::from(*b));
+            dotted[len] = *b;
+            len += 1;
         }
-        let province = code[0..2].to_string();
-        let kab_kota = code[0..5].to_string();
-        let kecamatan = if n == 6 { code.clone() } else { String::new() };
-        if !self.provinces.contains_key(&province) {
+        let code = std::str::from_utf8(&dotted[..len]).expect("ASCII digits and dots");
+        let province = &code[0..2];
+        let Some(province_shared) = self.provinces.get(province) else {
             return Err(Invalid::new(
                 "region_unknown",
                 format!("region_code {raw:?}: province {province} is not a Kemendagri province"),
             ));
+        };
+        if province == BANTEN {
+            return self.banten_levels.get(code).cloned().ok_or_else(|| {
+                Invalid::new(
+                    "region_unknown",
+                    format!(
+                        "region_code {raw:?}: {code} is not a Banten kab/kota or kecamatan in {}",
+                        self.version
+                    ),
+                )
+            });
         }
-        let in_reference = province == BANTEN;
-        if in_reference && !self.banten.contains_key(&code) {
-            return Err(Invalid::new(
-                "region_unknown",
-                format!(
-                    "region_code {raw:?}: {code} is not a Banten kab/kota or kecamatan in {}",
-                    self.version
-                ),
-            ));
-        }
+        // Outside Banten (checked at province level only): allocated, and rare.
         Ok(Region {
-            code,
-            province,
-            kab_kota,
-            kecamatan,
-            in_reference,
+            code: Shared::from(code),
+            province: province_shared.clone(),
+            kab_kota: Shared::from(&code[0..5]),
+            kecamatan: if n == 6 {
+                Shared::from(code)
+            } else {
+                self.empty.clone()
+            },
+            in_reference: false,
         })
     }
 }

@@ -111,29 +111,28 @@ pub fn date_string(days: u16) -> String {
 /// `YYYY-MM-DD` (years 0–9999), without chrono's format machinery (it was one of the larger
 /// costs of normalising an event).
 pub fn iso_date(d: NaiveDate) -> String {
+    let b = iso_date_bytes(d);
+    std::str::from_utf8(&b)
+        .expect("ASCII digits and dashes")
+        .to_string()
+}
+
+/// [`iso_date`] on the stack, for the key hashes (no allocation per event).
+pub fn iso_date_bytes(d: NaiveDate) -> [u8; 10] {
     let (y, m, day) = (d.year().clamp(0, 9999) as u32, d.month(), d.day());
-    let digits = [
-        y / 1000,
-        y / 100 % 10,
-        y / 10 % 10,
-        y % 10,
-        10,
-        m / 10,
-        m % 10,
-        10,
-        day / 10,
-        day % 10,
-    ];
-    digits
-        .iter()
-        .map(|&x| {
-            if x == 10 {
-                '-'
-            } else {
-                char::from(b'0' + x as u8)
-            }
-        })
-        .collect()
+    let digit = |x: u32| b'0' + x as u8;
+    [
+        digit(y / 1000),
+        digit(y / 100 % 10),
+        digit(y / 10 % 10),
+        digit(y % 10),
+        b'-',
+        digit(m / 10),
+        digit(m % 10),
+        b'-',
+        digit(day / 10),
+        digit(day % 10),
+    ]
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use umkm_core::Invalid;
 use umkm_core::dedup::Key;
 use umkm_core::fields::{
-    all_digits, check_event_id, check_message_key, id_like, is_nmid, mid_ref, nmid_ref, opt,
+    Decimal, Shared, all_digits, check_event_id, check_message_key, id_like, is_nmid, mid_ref,
+    nmid_ref, opt,
 };
 
 use umkm_core::reference::{self, Regions};
@@ -119,21 +120,21 @@ pub struct MerchantRow {
     pub sector_source: String,
     pub scale: String,
     pub qris_criteria: String,
-    pub region_code: String,
-    pub province_code: String,
-    pub kab_kota_code: String,
-    pub kecamatan_code: String,
+    pub region_code: Shared,
+    pub province_code: Shared,
+    pub kab_kota_code: Shared,
+    pub kecamatan_code: Shared,
     pub onboarding_channel: String,
     pub onboarding_date: Option<u16>,
     pub schema_id: u32,
-    pub source_topic: String,
+    pub source_topic: Shared,
     pub source_partition: i32,
     pub source_offset: i64,
     pub ingested_at: u32,
 }
 
 pub fn dedup_key(merchant_id: &str, version: i64) -> Key {
-    Key::of("merchant-v1", &[merchant_id, &version.to_string()])
+    Key::of("merchant-v1", &[merchant_id, Decimal::of(version).as_str()])
 }
 
 /// Sector and where it came from: the main KBLI code, else the MCC, else `unknown`.
@@ -332,7 +333,7 @@ impl Merchants {
             // Validated to be in 1990..=event date, so it fits a ClickHouse Date.
             onboarding_date: e.onboarding_date.map(|d| d as u16),
             schema_id: meta.schema_id,
-            source_topic: meta.topic.into(),
+            source_topic: meta.topic.clone(),
             source_partition: meta.partition,
             source_offset: meta.offset,
             ingested_at: meta.now_secs,

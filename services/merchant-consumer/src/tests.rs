@@ -30,8 +30,10 @@ pub fn sample() -> MerchantEvent {
 }
 
 fn meta(key: Option<&[u8]>) -> MessageMeta<'_> {
+    static TOPIC: std::sync::LazyLock<umkm_core::fields::Shared> =
+        std::sync::LazyLock::new(|| "merchants.registry.v1".into());
     MessageMeta {
-        topic: "merchants.registry.v1",
+        topic: &TOPIC,
         partition: 0,
         offset: 9,
         key,

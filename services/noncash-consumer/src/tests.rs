@@ -37,8 +37,10 @@ pub fn sample() -> NoncashPayment {
 }
 
 fn meta(key: Option<&[u8]>) -> MessageMeta<'_> {
+    static TOPIC: std::sync::LazyLock<umkm_core::fields::Shared> =
+        std::sync::LazyLock::new(|| "payments.noncash.v1".into());
     MessageMeta {
-        topic: "payments.noncash.v1",
+        topic: &TOPIC,
         partition: 1,
         offset: 7,
         key,

@@ -15,14 +15,14 @@ use std::sync::Arc;
 use umkm_core::Invalid;
 use umkm_core::dedup::KeyHex;
 use umkm_core::fields::{
-    Label, all_digits, check_event_id, check_message_key, is_nmid, opt, trimmed,
+    Decimal, Label, Shared, all_digits, check_event_id, check_message_key, is_nmid, opt, trimmed,
 };
 pub use umkm_core::payment::PaymentStatus;
 use umkm_core::payment::{
     CommonChecked, CommonFields, KeyDomains, UndoChecked, UndoFields, check_common, check_undo,
     report_keys,
 };
-use umkm_core::pii::PiiHasher;
+use umkm_core::pii::{PayerHash, PiiHasher};
 
 use umkm_core::reference::{self, Regions};
 use umkm_runtime::config::Validated;
@@ -117,10 +117,10 @@ pub struct QrisRow {
     pub merchant_name: String,
     pub merchant_city: String,
     pub merchant_postal_code: String,
-    pub region_code: String,
-    pub province_code: String,
-    pub kab_kota_code: String,
-    pub kecamatan_code: String,
+    pub region_code: Shared,
+    pub province_code: Shared,
+    pub kab_kota_code: Shared,
+    pub kecamatan_code: Shared,
     pub qr_mode: Label,
     pub amount_idr: i64,
     pub amount_minor: u8,
@@ -129,9 +129,9 @@ pub struct QrisRow {
     pub event_time: u32,
     pub event_time_ms: i64,
     pub event_date: u16,
-    pub payer_hash: String,
+    pub payer_hash: PayerHash,
     pub schema_id: u32,
-    pub source_topic: String,
+    pub source_topic: Shared,
     pub source_partition: i32,
     pub source_offset: i64,
     pub ingested_at: u32,
@@ -289,7 +289,11 @@ impl Qris {
         };
         let keys = report_keys(
             KEY_DOMAINS,
-            &[&e.nmid, payment_rrn, &amount.total_sen().to_string()],
+            &[
+                &e.nmid,
+                payment_rrn,
+                Decimal::of(amount.total_sen()).as_str(),
+            ],
             e.status,
             &refund_reference,
             t,
@@ -357,7 +361,7 @@ impl Qris {
                 .map(|p| self.hasher.hash(p))
                 .unwrap_or_default(),
             schema_id: meta.schema_id,
-            source_topic: meta.topic.into(),
+            source_topic: meta.topic.clone(),
             source_partition: meta.partition,
             source_offset: meta.offset,
             ingested_at: meta.now_secs,

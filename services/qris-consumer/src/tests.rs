@@ -39,8 +39,10 @@ pub fn sample() -> QrisPayment {
 }
 
 fn meta(key: Option<&[u8]>) -> MessageMeta<'_> {
+    static TOPIC: std::sync::LazyLock<umkm_core::fields::Shared> =
+        std::sync::LazyLock::new(|| "payments.qris.v1".into());
     MessageMeta {
-        topic: "payments.qris.v1",
+        topic: &TOPIC,
         partition: 3,
         offset: 42,
         key,

@@ -5,13 +5,14 @@
 use serde::de::DeserializeOwned;
 use umkm_core::Invalid;
 use umkm_core::dedup::Key;
+use umkm_core::fields::Shared;
 
 use crate::config::Validated;
 
 /// Where a message came from, for mapping and provenance columns.
 #[derive(Debug, Clone, Copy)]
 pub struct MessageMeta<'a> {
-    pub topic: &'a str,
+    pub topic: &'a Shared,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<&'a [u8]>,

@@ -18,6 +18,7 @@ pub use rebalance::{Assignment, ConsumerCtx, RebalanceEvent};
 
 use crate::config::Validated;
 use crate::metrics::Metrics;
+use umkm_core::fields::Shared;
 
 /// (topic, partition).
 pub type TopicPartition = (String, i32);
@@ -27,7 +28,8 @@ pub type Consumer = StreamConsumer<ConsumerCtx>;
 /// A consumed message, owned: the borrowed message would pin the consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
-    pub topic: String,
+    /// Shared with the pipeline's own topic name (no allocation per message).
+    pub topic: Shared,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
@@ -35,9 +37,14 @@ pub struct Received {
 }
 
 impl Received {
-    pub fn of(m: &rdkafka::message::BorrowedMessage<'_>) -> Received {
+    /// The message, owned; `topic` is the subscribed topic's name, reused when it matches.
+    pub fn of(m: &rdkafka::message::BorrowedMessage<'_>, topic: &Shared) -> Received {
         Received {
-            topic: m.topic().to_string(),
+            topic: if m.topic() == topic.as_str() {
+                topic.clone()
+            } else {
+                m.topic().into()
+            },
             partition: m.partition(),
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),

@@ -47,7 +47,7 @@ impl<R> Batch<R> {
         self.meter.add(m.payload.len(), now);
         let partitions = match self.offsets.get_mut(m.topic.as_str()) {
             Some(p) => p,
-            None => self.offsets.entry(m.topic.clone()).or_default(),
+            None => self.offsets.entry(m.topic.to_string()).or_default(),
         };
         let next = partitions.entry(m.partition).or_insert(0);
         *next = (*next).max(m.offset + 1);

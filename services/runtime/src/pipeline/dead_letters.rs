@@ -73,7 +73,7 @@ pub fn headers(
         ("dlq.rule", rules),
         ("dlq.stage", stage.as_str().to_string()),
         ("dlq.service", service.to_string()),
-        ("dlq.source.topic", m.topic.clone()),
+        ("dlq.source.topic", m.topic.to_string()),
         ("dlq.source.partition", m.partition.to_string()),
         ("dlq.source.offset", m.offset.to_string()),
         (

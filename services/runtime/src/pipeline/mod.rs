@@ -42,6 +42,7 @@ use umkm_core::Invalid;
 use umkm_core::avro::Decoder;
 use umkm_core::batch::{BatchPolicy, FlushReason};
 use umkm_core::dedup::{Candidate, KeySet};
+use umkm_core::fields::Shared;
 
 use self::batch::Batch;
 use self::dead_letters::{DeadLetterError, DeadLetters, Stage};
@@ -180,7 +181,7 @@ pub struct Parts<F> {
 
 pub struct Pipeline<F: Family> {
     family: F,
-    topic: String,
+    topic: Shared,
     policy: BatchPolicy,
     consumer: Arc<Consumer>,
     decoding: Decoding<F::Event>,
@@ -250,7 +251,7 @@ impl<F: Family> Pipeline<F> {
         .map_err(|e| PipelineError::ReaderSchema(e.to_string()))?;
         Ok(Pipeline {
             family: p.family,
-            topic: s.kafka.topic.clone(),
+            topic: s.kafka.topic.as_str().into(),
             policy: p.settings.batch_policy(),
             consumer: Arc::new(p.consumer),
             decoding,
@@ -346,7 +347,7 @@ impl<F: Family> Pipeline<F> {
                 done = insert::finished(&mut self.in_flight) => Step::Inserted(done),
                 _ = &mut *stop_rx, if !stopping => Step::Stop,
                 m = self.consumer.recv(), if receiving => match m {
-                    Ok(m) => Step::Received(Received::of(&m)),
+                    Ok(m) => Step::Received(Received::of(&m, &self.topic)),
                     Err(e) => Step::ConsumerError(e),
                 },
                 _ = &mut timer => Step::Tick,
@@ -427,7 +428,7 @@ impl<F: Family> Pipeline<F> {
                     let dropped = self.batch.revoke(&revoked);
                     let ours: HashSet<i32> = revoked
                         .iter()
-                        .filter(|(t, _)| *t == self.topic)
+                        .filter(|(t, _)| *t == self.topic.as_str())
                         .map(|(_, p)| *p)
                         .collect();
                     self.claims.retain(|p, _| !ours.contains(p));
@@ -519,7 +520,7 @@ impl<F: Family> Pipeline<F> {
         let ch = self.clickhouse.clone();
         let partitions = batch.event_partitions();
         let fence = Fence {
-            topic: self.topic.clone(),
+            topic: self.topic.to_string(),
             claims: self
                 .claims
                 .iter()

@@ -137,6 +137,7 @@ async fn core(events: usize, runs: usize, batch: usize) -> Result<Core> {
         mock: &mock,
         now,
         batch,
+        topic: "payments.qris.v1".into(),
     };
     // Where the time goes: decode alone, then decode + process, over the same messages.
     let t = Instant::now();
@@ -232,6 +233,7 @@ struct Pass<'a> {
     mock: &'a clickhouse::test::Mock,
     now: i64,
     batch: usize,
+    topic: umkm_core::fields::Shared,
 }
 
 struct PassResult {
@@ -241,9 +243,9 @@ struct PassResult {
 }
 
 impl Pass<'_> {
-    fn meta<'m>(&self, offset: i64, key: &'m [u8]) -> MessageMeta<'m> {
+    fn meta<'m>(&'m self, offset: i64, key: &'m [u8]) -> MessageMeta<'m> {
         MessageMeta {
-            topic: "payments.qris.v1",
+            topic: &self.topic,
             partition: 0,
             offset,
             key: Some(key),
