@@ -199,7 +199,7 @@ pub fn check_message_key(
 
 #[cfg(test)]
 mod tests {
-    use super::Decimal;
+    use super::*;
 
     #[test]
     fn decimal_digits_match_to_string() {
@@ -219,8 +219,6 @@ mod tests {
             assert_eq!(Decimal::of(n).as_str(), n.to_string());
         }
     }
-
-    use super::*;
 
     #[test]
     fn checks() {

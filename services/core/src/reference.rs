@@ -21,10 +21,10 @@ pub const BANTEN: &str = "36";
 pub const UNKNOWN_SECTOR: &str = "unknown";
 
 /// A region code checked against the reference and split into its levels.
-#[derive(Debug, Clone, PartialEq, Eq)]
 ///
 /// The levels are shared with the reference ([`Shared`]): checking a Banten code allocates
 /// nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Region {
     /// As given, normalised to dotted form: `36.04` or `36.04.19`.
     pub code: Shared,

@@ -141,10 +141,7 @@ async fn core(events: usize, runs: usize, batch: usize) -> Result<Core> {
     };
     // Where the time goes: decode alone, then decode + process, over the same messages.
     let t = Instant::now();
-    for (_, payload) in &msgs {
-        let e: QrisPayment = decoder.decode(payload).context("decode")?;
-        std::hint::black_box(e);
-    }
+    pass.decode_all()?;
     let decode_us = t.elapsed().as_secs_f64() / msgs.len() as f64 * 1e6;
     // The same through the resolving Value path (what every datum took before the fast path;
     // writers on another schema version still take it).
@@ -156,10 +153,7 @@ async fn core(events: usize, runs: usize, batch: usize) -> Result<Core> {
     }
     let resolving_us = t.elapsed().as_secs_f64() / msgs.len() as f64 * 1e6;
     let t = Instant::now();
-    for (i, (key, payload)) in msgs.iter().enumerate() {
-        let e: QrisPayment = decoder.decode(payload).context("decode")?;
-        let _ = std::hint::black_box(family.process(e, &pass.meta(i as i64, key)));
-    }
+    pass.process_all()?;
     let process_us = t.elapsed().as_secs_f64() / msgs.len() as f64 * 1e6 - decode_us;
     println!(
         "  stages (one pass, wall): decode {decode_us:.2} us/event (resolving Value path: {resolving_us:.2}, {:.1}x slower), validate + normalise {process_us:.2} us/event",
@@ -189,16 +183,10 @@ async fn core(events: usize, runs: usize, batch: usize) -> Result<Core> {
     // after the timed runs warmed every buffer.
     let per_event = |n: u64| n as f64 / msgs.len() as f64;
     counting::start();
-    for (_, payload) in &msgs {
-        let e: QrisPayment = decoder.decode(payload).context("decode")?;
-        std::hint::black_box(e);
-    }
+    pass.decode_all()?;
     let decode_allocs = per_event(counting::stop());
     counting::start();
-    for (i, (key, payload)) in msgs.iter().enumerate() {
-        let e: QrisPayment = decoder.decode(payload).context("decode")?;
-        let _ = std::hint::black_box(family.process(e, &pass.meta(i as i64, key)));
-    }
+    pass.process_all()?;
     let process_allocs = per_event(counting::stop());
     counting::start();
     pass.run().await?;
@@ -255,6 +243,25 @@ impl Pass<'_> {
         }
     }
 
+    /// Decodes every message (the first stage alone).
+    fn decode_all(&self) -> Result<()> {
+        for (_, payload) in self.msgs {
+            let e: QrisPayment = self.decoder.decode(payload).context("decode")?;
+            std::hint::black_box(e);
+        }
+        Ok(())
+    }
+
+    /// Decodes, validates and normalises every message, without batching.
+    fn process_all(&self) -> Result<()> {
+        for (i, (key, payload)) in self.msgs.iter().enumerate() {
+            let e: QrisPayment = self.decoder.decode(payload).context("decode")?;
+            let _ = std::hint::black_box(self.family.process(e, &self.meta(i as i64, key)));
+        }
+        Ok(())
+    }
+
+    /// The whole core, batch by batch.
     async fn run(&self) -> Result<PassResult> {
         let (mut rows_out, mut dups, mut invalid) = (0usize, 0usize, 0usize);
         for (chunk_no, chunk) in self.msgs.chunks(self.batch).enumerate() {
