@@ -344,7 +344,16 @@ async fn clickhouse_outage_pauses_retries_and_stays_exact() -> Result<()> {
         .await
         .map_err(|e| e.context(c.log_tail()))?;
     assert_exact(&env, &s, &plan).await?;
-    let (code, body) = c.get("/health/ready").await?;
+    // Readiness follows the probes (one a second, each waiting up to its own timeout), which
+    // may still hold the outage's answer when the last commit lands: ready within 15 s.
+    let ready_by = std::time::Instant::now() + Duration::from_secs(15);
+    let (code, body) = loop {
+        let (code, body) = c.get("/health/ready").await?;
+        if code == 200 || std::time::Instant::now() >= ready_by {
+            break (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     ensure!(code == 200, "not ready after recovery: {code} {body}");
     println!(
         "outage: ClickHouse down {:.1?}; {retries_during} retries; {} rows exact",
