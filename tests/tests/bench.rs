@@ -54,3 +54,95 @@ fn bench_all_parts_run_and_land_exactly() -> Result<()> {
     }
     Ok(())
 }
+
+/// `scripts/perf-dataset` builds a (small) database and `umkm-bench scale` lands each run's
+/// payments exactly, into an empty database and on top of that one (the bench fails otherwise).
+#[test]
+fn scale_bench_runs_on_a_built_dataset() -> Result<()> {
+    let env = Env::from_env();
+    let db = umkm_e2e::unique("perfsmoke");
+    let built = Command::new(umkm_e2e::repo_root().join("scripts/perf-dataset"))
+        .args([
+            "--database",
+            &db,
+            "--payments",
+            "60000",
+            "--merchants",
+            "3000",
+        ])
+        .args(["--registered", "1400", "--skew", "2", "--chunk", "25000"])
+        .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&built.stdout);
+    ensure!(
+        built.status.success(),
+        "perf-dataset failed: {stdout}{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    ensure!(
+        stdout.contains("loaded 60000 payments") && stdout.contains("refreshed"),
+        "perf-dataset said: {stdout}"
+    );
+    // 85% of the payments are QRIS: n % 20 >= 3.
+    let rows = tokio::runtime::Runtime::new()?.block_on(umkm_e2e::ch_u64(
+        &env,
+        &format!("SELECT count() FROM `{db}`.qris_payments"),
+    ))?;
+    ensure!(rows == 51_000, "perf-dataset wrote {rows} QRIS rows");
+
+    let out = Command::new(service_bin("umkm-bench"))
+        .args([
+            "scale",
+            "--database",
+            &db,
+            "--events",
+            "20000",
+            "--runs",
+            "1",
+        ])
+        .env("UMKM_KAFKA_BROKERS", &env.brokers)
+        .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
+        .env("RUST_LIB_BACKTRACE", "0")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    ensure!(
+        out.status.success(),
+        "umkm-bench scale failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        stdout.contains(&format!("{db} / empty =")),
+        "no summary: {stdout}"
+    );
+    Ok(())
+}
+
+/// `umkm-bench memory` runs the consumer end to end for each partition count and cache size,
+/// each landing exactly the unique payments (the bench fails otherwise).
+#[test]
+fn memory_bench_runs_every_setting() -> Result<()> {
+    let env = Env::from_env();
+    let out = Command::new(service_bin("umkm-bench"))
+        .args(["memory", "--events", "20000", "--partitions", "2"])
+        .args(["--partition-counts", "1,3", "--cache-keys", "1000"])
+        .env("UMKM_KAFKA_BROKERS", &env.brokers)
+        .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
+        .env("RUST_LIB_BACKTRACE", "0")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    ensure!(
+        out.status.success(),
+        "umkm-bench memory failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "  1 partitions, dedup.cache_keys    500000: peak RSS",
+        "  3 partitions, dedup.cache_keys    500000: peak RSS",
+        "  2 partitions, dedup.cache_keys      1000: peak RSS",
+    ] {
+        ensure!(stdout.contains(line), "no {line:?} in: {stdout}");
+    }
+    Ok(())
+}

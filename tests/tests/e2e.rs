@@ -183,6 +183,19 @@ async fn ten_thousand_events_land_exactly_once_and_bad_ones_go_to_the_dlq() -> R
         m.contains("umkm_insert_duration_seconds_bucket"),
         "no insert latency histogram"
     );
+    // Every batch of this run was looked up in ClickHouse before its insert.
+    let sample = |name: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    ensure!(
+        sample("umkm_lookup_duration_seconds_count")
+            >= sample("umkm_insert_duration_seconds_count")
+            && sample("umkm_insert_duration_seconds_count") > 0.0,
+        "the lookup histogram does not count every inserted batch:\n{m}"
+    );
 
     // The exposition format passes Prometheus's own checker.
     umkm_e2e::promtool_check_metrics(&m)?;

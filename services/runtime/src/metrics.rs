@@ -29,6 +29,8 @@ pub struct Metrics {
     pub batch_rows: Histogram,
     pub batch_bytes: Histogram,
     pub insert_seconds: Histogram,
+    /// The dedup lookup of one batch in ClickHouse (every chunk of keys).
+    pub lookup_seconds: Histogram,
     pub flush_seconds: Histogram,
     /// class = retryable | fatal; what = lookup | insert | dlq | registry | commit
     pub retries: IntCounterVec,
@@ -137,6 +139,11 @@ impl Metrics {
             insert_seconds: hist(
                 "insert_duration_seconds",
                 "Duration of one successful ClickHouse INSERT",
+                prometheus::exponential_buckets(0.001, 2.5, 14).expect("buckets"),
+            ),
+            lookup_seconds: hist(
+                "lookup_duration_seconds",
+                "Duration of one batch's successful dedup lookup in ClickHouse, every chunk of keys",
                 prometheus::exponential_buckets(0.001, 2.5, 14).expect("buckets"),
             ),
             flush_seconds: hist(

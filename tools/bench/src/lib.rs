@@ -27,14 +27,18 @@ pub struct Dataset {
     pub unique_rows: u64,
 }
 
-/// At least `events` QRIS messages (seed 5, 20,000 merchants, Jan–Mar 2026). With
-/// `duplicates`, the model's issuer double reports and redeliveries are in (15% and 2%);
-/// without, every message is one unique payment (for latency, where offset ↔ row is 1:1).
-pub fn dataset(events: usize, duplicates: bool) -> Result<Dataset> {
+/// The model's seed for every part of `umkm-bench all` (one dataset for all of them).
+pub const SEED: u64 = 5;
+
+/// At least `events` QRIS messages (20,000 merchants, Jan–Mar 2026) from the model with `seed`
+/// (each seed gives other payments: other keys). With `duplicates`, the model's issuer double
+/// reports and redeliveries are in (15% and 2%); without, every message is one unique payment
+/// (for latency, where offset ↔ row is 1:1).
+pub fn dataset(events: usize, duplicates: bool, seed: u64) -> Result<Dataset> {
     let mut payments = events * 10 / 8 + 1_000;
     for _ in 0..4 {
         let mut spec = Spec {
-            seed: 5,
+            seed,
             merchants: 20_000,
             payments,
             bad_each: 0,
@@ -149,14 +153,25 @@ pub fn broker_ceiling(env: &Env, p: &Published) -> Result<(f64, Option<StackCpu>
 
 /// Fails unless `database.qris_payments` holds exactly `unique` rows (what the model produced).
 async fn ensure_landed(env: &Env, database: &str, unique: u64, who: &str) -> Result<()> {
-    let rows = ch_u64(
+    ensure_grew(env, database, 0, unique, who).await
+}
+
+/// Rows in `database.qris_payments`.
+pub async fn qris_rows(env: &Env, database: &str) -> Result<u64> {
+    ch_u64(
         env,
         &format!("SELECT count() FROM `{database}`.qris_payments"),
     )
-    .await?;
+    .await
+}
+
+/// Checks that `database.qris_payments` holds `unique` rows more than the `before` it held.
+async fn ensure_grew(env: &Env, database: &str, before: u64, unique: u64, who: &str) -> Result<()> {
+    let rows = qris_rows(env, database).await?;
     ensure!(
-        rows == unique,
-        "{who} landed {rows} rows, the model produced {unique} unique payments"
+        rows == before + unique,
+        "{who} landed {} rows, the model produced {unique} unique payments",
+        rows as i64 - before as i64
     );
     Ok(())
 }
@@ -239,10 +254,26 @@ pub struct E2eRun {
     pub stack_cpu: Option<StackCpu>,
     pub peak_rss_kib: u64,
     pub database: String,
-    /// Batches flushed, and seconds spent flushing (dedup lookup, insert, commit) and inserting.
+    /// Batches flushed, and seconds spent flushing (dedup lookup, insert, commit), in the dedup
+    /// lookups and inserting.
     pub flushes: f64,
     pub flush_secs: f64,
+    pub lookup_secs: f64,
     pub insert_secs: f64,
+    /// Rows the table held before the run (0 on a fresh database).
+    pub rows_before: u64,
+    /// Index granules (marks) ClickHouse selected for SELECTs in the window, server-wide
+    /// (`system.events` SelectedMarks): in this window, almost all the dedup lookups'.
+    pub marks_read: u64,
+}
+
+/// ClickHouse's count of index granules selected for reading since it started.
+async fn selected_marks(env: &Env) -> Result<u64> {
+    ch_u64(
+        env,
+        "SELECT sum(value) FROM system.events WHERE event = 'SelectedMarks'",
+    )
+    .await
 }
 
 /// A qris-consumer on `topic` with a fresh group and database, the service's default batch
@@ -261,16 +292,30 @@ fn consumer_setup(topic: &str, extra: &[(String, String)]) -> Result<ConsumerSet
     Ok(s)
 }
 
-/// Runs qris-consumer over the pre-published topic until every offset is committed; checks
-/// that exactly the unique payments landed.
-pub async fn e2e(env: &Env, p: &Published, extra: &[(String, String)]) -> Result<E2eRun> {
-    let s = consumer_setup(&p.topic, extra)?;
+/// Runs qris-consumer over the pre-published topic until every offset is committed, into a
+/// fresh database or `into` an existing one (e.g. `scripts/perf-dataset`'s); checks that
+/// exactly the unique payments landed.
+pub async fn e2e(
+    env: &Env,
+    p: &Published,
+    extra: &[(String, String)],
+    into: Option<&str>,
+) -> Result<E2eRun> {
+    let mut s = consumer_setup(&p.topic, extra)?;
+    let rows_before = match into {
+        Some(db) => {
+            s.database = db.to_string();
+            qris_rows(env, db).await?
+        }
+        None => 0,
+    };
     create_topic(env, &s.dlq_topic, 1).await?;
     let mut proc = ConsumerProc::start(env, &s, "bench")?;
     let pid = proc.child.id();
     let result = async {
         let t0 = assigned_at(&proc, Duration::from_millis(10)).await?;
         let (cpu0, stack0) = (cpu_seconds(pid).unwrap_or(0.0), stack_cpu());
+        let marks0 = selected_marks(env).await?;
         let mut peak = 0u64;
         let (env2, s2, ends) = (env.clone(), s.clone(), p.ends.clone());
         let parts = p.partitions;
@@ -290,9 +335,10 @@ pub async fn e2e(env: &Env, p: &Published, extra: &[(String, String)]) -> Result
         .await?;
         let secs = t1.duration_since(t0).as_secs_f64();
         let cpu = cpu_seconds(pid).unwrap_or(0.0) - cpu0;
+        let marks_read = selected_marks(env).await?.saturating_sub(marks0);
         let stack = stack_cpu().zip(stack0).map(|(b, a)| b.since(a));
         peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
-        ensure_landed(env, &s.database, p.unique_rows, "end to end").await?;
+        ensure_grew(env, &s.database, rows_before, p.unique_rows, "end to end").await?;
         Ok(E2eRun {
             secs,
             cpu_us_per_event: cpu / p.events as f64 * 1e6,
@@ -302,7 +348,10 @@ pub async fn e2e(env: &Env, p: &Published, extra: &[(String, String)]) -> Result
             database: s.database.clone(),
             flushes: proc.metric("umkm_flush_duration_seconds_count").await,
             flush_secs: proc.metric("umkm_flush_duration_seconds_sum").await,
+            lookup_secs: proc.metric("umkm_lookup_duration_seconds_sum").await,
             insert_secs: proc.metric("umkm_insert_duration_seconds_sum").await,
+            rows_before,
+            marks_read,
         })
     }
     .await;

@@ -608,6 +608,7 @@ impl<F: Family> Pipeline<F> {
             .await?;
         }
         let ask = self.dedup.lookup(&self.batch.events);
+        let looked_up = Instant::now();
         let existing = self
             .clickhouse
             .existing_keys(
@@ -624,6 +625,9 @@ impl<F: Family> Pipeline<F> {
                 .existing_keys_with_time(F::TABLE, &ask.near_midnight, self.lookup_chunk)
                 .await?
         };
+        self.metrics
+            .lookup_seconds
+            .observe(looked_up.elapsed().as_secs_f64());
         // Rows found that came from this batch's own messages were inserted by an attempt
         // whose commit never came, which may have been cut short between the facts' part and
         // the rollups' parts (a server killed between them): noted for refresh-metrics.

@@ -340,7 +340,7 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
 
     println!("== dataset ==");
     let t = Instant::now();
-    let data = bench::dataset(a.events, true)?;
+    let data = bench::dataset(a.events, true, bench::SEED)?;
     println!(
         "  {} QRIS messages ({} unique payments; the rest issuer double reports and redeliveries), generated in {:.1} s",
         data.msgs.len(),
@@ -388,7 +388,7 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
     let mut cpu_split: Vec<(f64, f64, f64, f64)> = Vec::new();
     for run in 1..=runs {
         settle(&env).await?;
-        let r = bench::e2e(&env, &p, &a.consumer_env).await?;
+        let r = bench::e2e(&env, &p, &a.consumer_env, None).await?;
         println!(
             "  run {run}: {:>9.0} events/s ({:.2} s from assignment to the last commit; {:.2} us CPU/event; peak RSS {:.0} MiB; {} rows)",
             n / r.secs,
@@ -398,8 +398,8 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
             p.unique_rows
         );
         println!(
-            "         {:.0} flushes taking {:.2} s in all, of which inserts {:.2} s",
-            r.flushes, r.flush_secs, r.insert_secs
+            "         {:.0} flushes taking {:.2} s in all, of which dedup lookups {:.2} s and inserts {:.2} s",
+            r.flushes, r.flush_secs, r.lookup_secs, r.insert_secs
         );
         if let Some(c) = r.stack_cpu {
             let used = r.consumer_cpu + c.tansu + c.clickhouse;
@@ -460,7 +460,7 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
         "== latency: publish -> row visible at {rate:.0} events/s for {} s ==",
         a.latency_seconds
     );
-    let unique = bench::dataset((rate * a.latency_seconds) as usize + 1, false)?;
+    let unique = bench::dataset((rate * a.latency_seconds) as usize + 1, false, bench::SEED)?;
     let (mut p50, mut p99, mut lmax) = (Vec::new(), Vec::new(), Vec::new());
     let mut achieved = Vec::new();
     bench::drop_database(&env, &last_db).await?;
@@ -605,7 +605,7 @@ async fn all(core_events: usize, a: AllArgs) -> Result<()> {
 async fn cluster(a: AllArgs) -> Result<()> {
     let env = Env::from_env();
     let on_cluster = umkm_e2e::Cluster::from_env()?.env(&env);
-    let data = bench::dataset(a.events, true)?;
+    let data = bench::dataset(a.events, true, bench::SEED)?;
     let p = bench::prepublish(&env, &data, a.partitions).await?;
     let n = p.events as f64;
     println!(
@@ -619,7 +619,7 @@ async fn cluster(a: AllArgs) -> Result<()> {
             ("cluster   ", &on_cluster, &mut clustered),
         ] {
             settle(e).await?;
-            let r = bench::e2e(e, &p, &a.consumer_env).await?;
+            let r = bench::e2e(e, &p, &a.consumer_env, None).await?;
             println!(
                 "  run {run} {name}: {:>9.0} events/s ({:.2} s, {:.2} us CPU/event, {} flushes)",
                 n / r.secs,
@@ -639,6 +639,98 @@ async fn cluster(a: AllArgs) -> Result<()> {
     Ok(())
 }
 
+/// End to end into an empty database and into `database` (e.g. `scripts/perf-dataset`'s year
+/// of Banten), alternating, each run on a topic of its own (other payments, so every run lands
+/// all of its rows): how ingest and the dedup lookup grow with the table.
+async fn scale(a: AllArgs, database: &str) -> Result<()> {
+    let env = Env::from_env();
+    let held = bench::qris_rows(&env, database).await?;
+    println!(
+        "== scale: end to end into an empty database and into {database} ({held} QRIS rows), alternating =="
+    );
+    let (mut rates, mut lookups) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    for run in 1..=a.runs {
+        // Seeds the database has not seen: the rows it holds count up with every run.
+        let seed = 1_000 + bench::qris_rows(&env, database).await?;
+        let data = bench::dataset(a.events, true, seed)?;
+        let p = bench::prepublish(&env, &data, a.partitions).await?;
+        let n = p.events as f64;
+        for (i, into) in [None, Some(database)].into_iter().enumerate() {
+            settle(&env).await?;
+            let r = bench::e2e(&env, &p, &a.consumer_env, into).await?;
+            let per = |secs: f64| secs / r.flushes.max(1.0) * 1e3;
+            println!(
+                "  run {run} into {:<9} ({:>11} rows before): {:>9.0} events/s, {:.2} us CPU/event; per batch ({:.0}): dedup lookup {:.1} ms reading {:.0} granules, insert {:.1} ms; peak RSS {:.0} MiB",
+                into.unwrap_or("empty"),
+                r.rows_before,
+                n / r.secs,
+                r.cpu_us_per_event,
+                r.flushes,
+                per(r.lookup_secs),
+                r.marks_read as f64 / r.flushes.max(1.0),
+                per(r.insert_secs),
+                mib(r.peak_rss_kib)
+            );
+            rates[i].push(n / r.secs);
+            lookups[i].push(per(r.lookup_secs));
+            if into.is_none() {
+                bench::drop_database(&env, &r.database).await?;
+            }
+        }
+    }
+    let [e, d] = rates.map(|mut v| median(&mut v));
+    let [le, ld] = lookups.map(|mut v| median(&mut v));
+    println!(
+        "median: empty {e:.0} events/s (lookup {le:.1} ms/batch), {database} {d:.0} events/s (lookup {ld:.1} ms/batch); {database} / empty = {:.2} in events/s, {:.2} in lookup time",
+        d / e,
+        ld / le
+    );
+    Ok(())
+}
+
+/// The consumer's peak RSS end to end against the partitions it is assigned and against
+/// `dedup.cache_keys`, one fresh database per run.
+async fn memory(a: AllArgs, partitions: &[i32], cache_keys: &[usize]) -> Result<()> {
+    let env = Env::from_env();
+    let data = bench::dataset(a.events, true, bench::SEED)?;
+    println!(
+        "== memory: qris-consumer's peak RSS over {} QRIS messages ({} unique payments) ==",
+        data.msgs.len(),
+        data.unique_rows
+    );
+    let default_keys = umkm_runtime::config::DedupSettings::default().cache_keys;
+    let mut runs: Vec<(i32, usize)> = partitions.iter().map(|&p| (p, default_keys)).collect();
+    runs.extend(
+        cache_keys
+            .iter()
+            .filter(|&&k| k != default_keys)
+            .map(|&k| (a.partitions, k)),
+    );
+    let mut topics: Vec<(i32, bench::Published)> = Vec::new();
+    for (parts, keys) in runs {
+        if !topics.iter().any(|(p, _)| *p == parts) {
+            topics.push((parts, bench::prepublish(&env, &data, parts).await?));
+        }
+        let p = &topics
+            .iter()
+            .find(|(p, _)| *p == parts)
+            .expect("published")
+            .1;
+        let mut extra = a.consumer_env.clone();
+        extra.push(("UMKM__DEDUP__CACHE_KEYS".into(), keys.to_string()));
+        settle(&env).await?;
+        let r = bench::e2e(&env, p, &extra, None).await?;
+        println!(
+            "  {parts:>3} partitions, dedup.cache_keys {keys:>9}: peak RSS {:>5.0} MiB, {:>9.0} events/s, {:.2} us CPU/event",
+            mib(r.peak_rss_kib),
+            p.events as f64 / r.secs,
+            r.cpu_us_per_event
+        );
+        bench::drop_database(&env, &r.database).await?;
+    }
+    Ok(())
+}
+
 const USAGE: &str = "usage:
   umkm-bench core [--events N] [--runs R] [--batch B]
   umkm-bench all  [--events N] [--runs R] [--partitions P] [--core-events N]
@@ -646,11 +738,21 @@ const USAGE: &str = "usage:
                   [--python PATH | --no-baseline] [--clickhouse-native HOST:PORT]
                   [--consumer-env KEY=VALUE]...
   umkm-bench cluster [--events N] [--runs R] [--partitions P] [--consumer-env KEY=VALUE]...
+  umkm-bench scale --database DB [--events N] [--runs R] [--partitions P] [--consumer-env KEY=VALUE]...
+  umkm-bench memory [--events N] [--partitions P] [--partition-counts 1,4,16,64]
+                    [--cache-keys 100000,2000000] [--consumer-env KEY=VALUE]...
 
 `cluster`: one qris-consumer end to end over the same pre-published topic, alternately into
 the single server and into the cluster `scripts/stack up --cluster` starts (UMKM_CLUSTER_URLS;
 through node 1's Distributed tables), each run on a fresh database; events/s per run, the
-medians and their ratio.";
+medians and their ratio.
+
+`scale`: end to end alternately into an empty database and into DB (scripts/perf-dataset's),
+each run on a topic of its own: events/s and the dedup lookup's time per batch, medians and
+ratios.
+
+`memory`: the consumer's peak RSS end to end for each partition count (default
+dedup.cache_keys), then for each cache size on --partitions partitions.";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -659,7 +761,7 @@ fn main() -> Result<()> {
         println!("{USAGE}");
         return Ok(());
     }
-    let is_all = cmd == "all";
+    let is_all = matches!(cmd.as_str(), "all" | "scale" | "memory");
     let (mut events, mut runs, mut batch) = (
         if is_all { 1_000_000usize } else { 200_000 },
         if is_all { 3usize } else { 5 },
@@ -667,6 +769,18 @@ fn main() -> Result<()> {
         30_000usize,
     );
     let mut core_events = 200_000usize;
+    let mut database = None;
+    let mut partition_counts = vec![1, 4, 16, 64];
+    let mut cache_keys = vec![100_000, 2_000_000];
+    let list = |v: String| -> Result<Vec<usize>> {
+        v.split(',')
+            .map(|x| {
+                x.trim()
+                    .parse()
+                    .with_context(|| format!("not a number: {x}"))
+            })
+            .collect()
+    };
     let mut a = AllArgs {
         events: 0,
         runs: 0,
@@ -689,6 +803,11 @@ fn main() -> Result<()> {
             "--runs" => runs = val()?.parse()?,
             "--batch" => batch = val()?.parse()?,
             "--core-events" => core_events = val()?.parse()?,
+            "--database" => database = Some(val()?),
+            "--partition-counts" => {
+                partition_counts = list(val()?)?.into_iter().map(|p| p as i32).collect()
+            }
+            "--cache-keys" => cache_keys = list(val()?)?,
             "--partitions" => a.partitions = val()?.parse()?,
             "--latency-seconds" => a.latency_seconds = val()?.parse()?,
             "--latency-rate" => a.latency_rate = Some(val()?.parse()?),
@@ -720,6 +839,11 @@ fn main() -> Result<()> {
             .map(|_| ()),
         "all" => rt.block_on(all(core_events, a)),
         "cluster" => rt.block_on(cluster(a)),
+        "scale" => {
+            let db = database.context("scale needs --database DB")?;
+            rt.block_on(scale(a, &db))
+        }
+        "memory" => rt.block_on(memory(a, &partition_counts, &cache_keys)),
         _ => bail!("{USAGE}"),
     }
 }
