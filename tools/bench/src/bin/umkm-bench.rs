@@ -655,9 +655,17 @@ async fn scale(a: AllArgs, database: &str) -> Result<()> {
         let data = bench::dataset(a.events, true, seed)?;
         let p = bench::prepublish(&env, &data, a.partitions).await?;
         let n = p.events as f64;
+        let mut fresh = String::new();
         for (i, into) in [None, Some(database)].into_iter().enumerate() {
             settle(&env).await?;
-            let r = bench::e2e(&env, &p, &a.consumer_env, into).await?;
+            let target = match into {
+                Some(db) => Some(bench::Existing {
+                    database: db,
+                    already_there: bench::overlap(&env, db, &fresh).await?,
+                }),
+                None => None,
+            };
+            let r = bench::e2e(&env, &p, &a.consumer_env, target).await?;
             let per = |secs: f64| secs / r.flushes.max(1.0) * 1e3;
             println!(
                 "  run {run} into {:<9} ({:>11} rows before): {:>9.0} events/s, {:.2} us CPU/event; per batch ({:.0}): dedup lookup {:.1} ms reading {:.0} granules, insert {:.1} ms; peak RSS {:.0} MiB",
@@ -674,9 +682,10 @@ async fn scale(a: AllArgs, database: &str) -> Result<()> {
             rates[i].push(n / r.secs);
             lookups[i].push(per(r.lookup_secs));
             if into.is_none() {
-                bench::drop_database(&env, &r.database).await?;
+                fresh = r.database;
             }
         }
+        bench::drop_database(&env, &fresh).await?;
     }
     let [e, d] = rates.map(|mut v| median(&mut v));
     let [le, ld] = lookups.map(|mut v| median(&mut v));
