@@ -90,8 +90,9 @@ fn scale_bench_runs_on_a_built_dataset() -> Result<()> {
     ))?;
     ensure!(rows == 51_000, "perf-dataset wrote {rows} QRIS rows");
 
-    let out = Command::new(service_bin("umkm-bench"))
-        .args([
+    let stdout = umkm_bench(
+        &env,
+        &[
             "scale",
             "--database",
             &db,
@@ -99,18 +100,8 @@ fn scale_bench_runs_on_a_built_dataset() -> Result<()> {
             "20000",
             "--runs",
             "1",
-        ])
-        .env("UMKM_KAFKA_BROKERS", &env.brokers)
-        .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
-        .env("RUST_LIB_BACKTRACE", "0")
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    ensure!(
-        out.status.success(),
-        "umkm-bench scale failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        ],
+    )?;
     ensure!(
         stdout.contains(&format!("{db} / empty =")),
         "no summary: {stdout}"
@@ -123,20 +114,20 @@ fn scale_bench_runs_on_a_built_dataset() -> Result<()> {
 #[test]
 fn memory_bench_runs_every_setting() -> Result<()> {
     let env = Env::from_env();
-    let out = Command::new(service_bin("umkm-bench"))
-        .args(["memory", "--events", "20000", "--partitions", "2"])
-        .args(["--partition-counts", "1,3", "--cache-keys", "1000"])
-        .env("UMKM_KAFKA_BROKERS", &env.brokers)
-        .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
-        .env("RUST_LIB_BACKTRACE", "0")
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    ensure!(
-        out.status.success(),
-        "umkm-bench memory failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = umkm_bench(
+        &env,
+        &[
+            "memory",
+            "--events",
+            "20000",
+            "--partitions",
+            "2",
+            "--partition-counts",
+            "1,3",
+            "--cache-keys",
+            "1000",
+        ],
+    )?;
     for line in [
         "  1 partitions, dedup.cache_keys    500000: peak RSS",
         "  3 partitions, dedup.cache_keys    500000: peak RSS",
@@ -145,4 +136,24 @@ fn memory_bench_runs_every_setting() -> Result<()> {
         ensure!(stdout.contains(line), "no {line:?} in: {stdout}");
     }
     Ok(())
+}
+
+/// Runs `umkm-bench` with `args` against the test stack; its output, or an error with its
+/// stderr if it failed.
+fn umkm_bench(env: &Env, args: &[&str]) -> Result<String> {
+    let out = Command::new(service_bin("umkm-bench"))
+        .args(args)
+        .env("UMKM_KAFKA_BROKERS", &env.brokers)
+        .env("UMKM_CLICKHOUSE_URL", &env.clickhouse)
+        .env("RUST_LIB_BACKTRACE", "0")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    ensure!(
+        out.status.success(),
+        "umkm-bench {} failed: {}",
+        args[0],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
 }
