@@ -184,17 +184,11 @@ async fn ten_thousand_events_land_exactly_once_and_bad_ones_go_to_the_dlq() -> R
         "no insert latency histogram"
     );
     // Every batch of this run was looked up in ClickHouse before its insert.
-    let sample = |name: &str| -> f64 {
-        m.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let lookups = c.metric("umkm_lookup_duration_seconds_count").await;
+    let inserts = c.metric("umkm_insert_duration_seconds_count").await;
     ensure!(
-        sample("umkm_lookup_duration_seconds_count")
-            >= sample("umkm_insert_duration_seconds_count")
-            && sample("umkm_insert_duration_seconds_count") > 0.0,
-        "the lookup histogram does not count every inserted batch:\n{m}"
+        lookups >= inserts && inserts > 0.0,
+        "the lookup histogram does not count every inserted batch ({lookups} lookups, {inserts} inserts):\n{m}"
     );
 
     // The exposition format passes Prometheus's own checker.

@@ -31,7 +31,7 @@ pub struct Dataset {
 pub const SEED: u64 = 5;
 
 /// At least `events` QRIS messages (20,000 merchants, Jan–Mar 2026) from the model with `seed`
-/// (each seed gives other payments: other keys). With `duplicates`, the model's issuer double
+/// (another seed gives other payments, though now and then one with the same key). With `duplicates`, the model's issuer double
 /// reports and redeliveries are in (15% and 2%); without, every message is one unique payment
 /// (for latency, where offset ↔ row is 1:1).
 pub fn dataset(events: usize, duplicates: bool, seed: u64) -> Result<Dataset> {
